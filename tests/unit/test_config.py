@@ -1,0 +1,980 @@
+"""Tests for the configuration loader: schema, interpolation and errors."""
+
+from __future__ import annotations
+
+import hashlib
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from llmgw.config import (
+    OPENAI_BASE_URL,
+    Config,
+    ConfigError,
+    KeyConfig,
+    KeyLimits,
+    LedgerConfig,
+    LoggingConfig,
+    ModelConfig,
+    PolicyConfig,
+    ProviderConfig,
+    RedisConfig,
+    Secret,
+    ServerConfig,
+    Timeouts,
+    default_config,
+    hash_key,
+    load_config,
+    parse_config,
+    redact_url,
+)
+
+CI_KEY = "sk-ci-plaintext-0123456789"
+LOCAL_API_KEY = "sk-local-upstream-secret"
+REDIS_PASSWORD = "redis-pass-4242"
+
+FULL_CONFIG = """\
+server:
+  listen: 127.0.0.1:4000
+  workers: 1
+  max_body_bytes: 4194304
+  read_timeout: 30
+  shutdown_timeout: 12.5
+redis:
+  url: redis://127.0.0.1:6379/0
+  key_prefix: "llmgw:"
+ledger:
+  sink: sqlite:///llmgw.db
+logging:
+  level: info
+  log_prompts: false
+providers:
+  - name: local
+    kind: openai-compatible
+    base_url: http://127.0.0.1:8080/v1
+    api_key: ${LOCAL_API_KEY:-}
+    timeouts: {connect: 10, first_byte: 120, idle: 120, total: 600}
+models:
+  - name: smollm2
+    provider: local
+    upstream_model: smollm2
+    max_input_tokens: 2000
+    max_output_tokens: 256
+    tokenizer: cl100k_base
+keys:
+  - name: ci-pipeline
+    key: ${CI_PIPELINE_KEY}
+    tenant: acme
+    models: ["smollm2", "gpt-*"]
+    limits: {requests_per_minute: 60, tokens_per_minute: 100000}
+    max_input_tokens: 1000
+    max_output_tokens: 100
+policies:
+  max_input_tokens: 10000
+  max_output_tokens: 20000
+"""
+
+FULL_ENVIRON = {"CI_PIPELINE_KEY": CI_KEY, "LOCAL_API_KEY": LOCAL_API_KEY}
+
+FULL_EXPECTED = Config(
+    server=ServerConfig(
+        host="127.0.0.1",
+        port=4000,
+        workers=1,
+        max_body_bytes=4194304,
+        read_timeout=30.0,
+        shutdown_timeout=12.5,
+    ),
+    redis=RedisConfig(url="redis://127.0.0.1:6379/0", key_prefix="llmgw:"),
+    ledger=LedgerConfig(sink="sqlite:///llmgw.db"),
+    logging=LoggingConfig(level="info", log_prompts=False),
+    providers=(
+        ProviderConfig(
+            name="local",
+            kind="openai-compatible",
+            base_url="http://127.0.0.1:8080/v1",
+            api_key=Secret(LOCAL_API_KEY),
+            timeouts=Timeouts(connect=10.0, first_byte=120.0, idle=120.0, total=600.0),
+        ),
+    ),
+    models=(
+        ModelConfig(
+            name="smollm2",
+            provider="local",
+            upstream_model="smollm2",
+            max_input_tokens=2000,
+            max_output_tokens=256,
+            tokenizer="cl100k_base",
+        ),
+    ),
+    keys=(
+        KeyConfig(
+            name="ci-pipeline",
+            key_sha256=hashlib.sha256(CI_KEY.encode()).hexdigest(),
+            tenant="acme",
+            models=("smollm2", "gpt-*"),
+            limits=KeyLimits(requests_per_minute=60, tokens_per_minute=100000),
+            max_input_tokens=1000,
+            max_output_tokens=100,
+        ),
+    ),
+    policies=PolicyConfig(max_input_tokens=10000, max_output_tokens=20000),
+    source="config.yaml",
+)
+
+# A provider that error cases can refer to.
+LOCAL_PROVIDER = """\
+providers:
+  - name: local
+    kind: openai-compatible
+    base_url: http://127.0.0.1:8080/v1
+"""
+
+
+def parse(text: str, environ: dict[str, str] | None = None) -> Config:
+    return parse_config(textwrap.dedent(text), "config.yaml", environ or {})
+
+
+def parse_error(text: str, environ: dict[str, str] | None = None) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        parse(text, environ)
+    return caught.value
+
+
+# The full contract
+
+
+def test_full_contract_parses_to_dataclasses() -> None:
+    config = parse(FULL_CONFIG, FULL_ENVIRON)
+
+    assert config.server == FULL_EXPECTED.server
+    assert config.redis == FULL_EXPECTED.redis
+    assert config.ledger == FULL_EXPECTED.ledger
+    assert config.logging == FULL_EXPECTED.logging
+    assert config.providers == FULL_EXPECTED.providers
+    assert config.models == FULL_EXPECTED.models
+    assert config.keys == FULL_EXPECTED.keys
+    assert config.policies == FULL_EXPECTED.policies
+    assert config == FULL_EXPECTED
+
+
+def test_minimal_config_uses_defaults() -> None:
+    config = parse("server: {}\n")
+
+    assert config == Config(source="config.yaml")
+    assert config.server.host == "127.0.0.1"
+    assert config.server.port == 4000
+    assert config.redis is None
+    assert config.ledger.sink == "sqlite:///llmgw.db"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("redis:\n", id="empty"),
+        pytest.param("redis: null\n", id="null"),
+        pytest.param("server: {}\n", id="absent"),
+    ],
+)
+def test_redis_absent_means_embedded_backend(text: str) -> None:
+    assert parse(text).redis is None
+
+
+def test_null_sections_and_lists_are_empty() -> None:
+    config = parse("server:\nlogging:\nproviders:\nmodels:\nkeys:\npolicies:\n")
+
+    assert config == Config(source="config.yaml")
+
+
+@pytest.mark.parametrize(
+    ("listen", "host", "port"),
+    [
+        pytest.param("127.0.0.1:4000", "127.0.0.1", 4000, id="ipv4"),
+        pytest.param("localhost:8080", "localhost", 8080, id="hostname"),
+        pytest.param("0.0.0.0:1", "0.0.0.0", 1, id="all-interfaces"),
+        pytest.param("'[::1]:4001'", "::1", 4001, id="ipv6"),
+        pytest.param("'[::]:65535'", "::", 65535, id="ipv6-any"),
+    ],
+)
+def test_listen_splits_into_host_and_port(listen: str, host: str, port: int) -> None:
+    server = parse(f"server:\n  listen: {listen}\n").server
+
+    assert server.host == host
+    assert server.port == port
+
+
+def test_openai_provider_defaults_base_url() -> None:
+    config = parse(
+        """\
+        providers:
+          - name: openai
+            kind: openai
+            api_key: sk-upstream
+        """
+    )
+
+    assert config.providers[0].base_url == OPENAI_BASE_URL
+    assert config.providers[0].api_key == Secret("sk-upstream")
+
+
+def test_base_url_trailing_slash_is_removed() -> None:
+    config = parse(LOCAL_PROVIDER.replace("/v1", "/v1/"))
+
+    assert config.providers[0].base_url == "http://127.0.0.1:8080/v1"
+
+
+def test_glob_model_leaves_upstream_model_unset() -> None:
+    config = parse(LOCAL_PROVIDER + "models:\n  - {name: '*', provider: local}\n")
+
+    assert config.models[0].name == "*"
+    assert config.models[0].upstream_model is None
+
+
+def test_key_sha256_is_stored_lowercase() -> None:
+    digest = hash_key("some key").upper()
+    config = parse(f"keys:\n  - {{name: a, key_sha256: {digest}}}\n")
+
+    assert config.keys[0].key_sha256 == digest.lower()
+
+
+def test_key_models_absent_allows_all() -> None:
+    config = parse("keys:\n  - {name: a, key: k}\n")
+
+    assert config.keys[0].models is None
+    assert config.keys[0].limits == KeyLimits()
+
+
+def test_logging_level_is_case_insensitive() -> None:
+    assert parse("logging: {level: DEBUG}\n").logging.level == "debug"
+
+
+def test_postgresql_sink_is_accepted() -> None:
+    sink = "postgresql://llmgw@127.0.0.1/llmgw"
+
+    assert parse(f"ledger: {{sink: '{sink}'}}\n").ledger.sink == sink
+
+
+# Environment interpolation
+
+
+@pytest.mark.parametrize(
+    ("value", "environ", "expected"),
+    [
+        pytest.param("${TENANT}", {"TENANT": "acme"}, "acme", id="set"),
+        pytest.param("${TENANT}-eu", {"TENANT": "acme"}, "acme-eu", id="inside-text"),
+        pytest.param("${TENANT:-fallback}", {}, "fallback", id="default-when-unset"),
+        pytest.param(
+            "${TENANT:-fallback}", {"TENANT": ""}, "fallback", id="default-when-empty"
+        ),
+        pytest.param(
+            "${TENANT:-fallback}", {"TENANT": "acme"}, "acme", id="set-beats-default"
+        ),
+        pytest.param("${A}${B}", {"A": "x", "B": "y"}, "xy", id="two-references"),
+        pytest.param("pa$$word", {}, "pa$word", id="double-dollar"),
+        pytest.param("$${TENANT}", {"TENANT": "acme"}, "${TENANT}", id="escaped-ref"),
+        pytest.param("a$b", {}, "a$b", id="lone-dollar-kept"),
+        pytest.param("${T:-a:b c}", {}, "a:b c", id="default-with-colon"),
+    ],
+)
+def test_interpolation_in_strings(
+    value: str, environ: dict[str, str], expected: str
+) -> None:
+    config = parse(f"keys:\n  - name: a\n    key: k\n    tenant: '{value}'\n", environ)
+
+    assert config.keys[0].tenant == expected
+
+
+def test_reference_default_taken_literally() -> None:
+    config = parse("keys:\n  - {name: a, key: k, tenant: '${T:-$HOME}'}\n")
+
+    assert config.keys[0].tenant == "$HOME"
+
+
+def test_interpolated_scalars_convert_to_schema_types() -> None:
+    config = parse(
+        """\
+        server:
+          listen: ${LISTEN:-127.0.0.1:4100}
+          workers: ${WORKERS:-3}
+          read_timeout: ${READ_TIMEOUT}
+        logging:
+          log_prompts: ${LOG_PROMPTS:-true}
+        """,
+        {"READ_TIMEOUT": "2.5"},
+    )
+
+    assert config.server.port == 4100
+    assert config.server.workers == 3
+    assert config.server.read_timeout == 2.5
+    assert config.logging.log_prompts is True
+
+
+def test_empty_interpolated_number_uses_default() -> None:
+    config = parse("server:\n  workers: ${WORKERS:-}\n")
+
+    assert config.server.workers == ServerConfig().workers
+
+
+def test_empty_api_key_gives_empty_secret() -> None:
+    config = parse(FULL_CONFIG, {"CI_PIPELINE_KEY": CI_KEY})
+
+    assert config.providers[0].api_key == Secret("")
+
+
+def test_quoted_number_is_rejected() -> None:
+    error = parse_error("server:\n  workers: '3'\n")
+
+    assert error.path == "server.workers"
+    assert "got string '3'" in error.reason
+
+
+# Errors: each names the file, the line and the key path
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "path", "reason"),
+    [
+        pytest.param(
+            "servre:\n  listen: 127.0.0.1:4000\n",
+            1,
+            "servre",
+            "unknown key, did you mean 'server'?",
+            id="unknown-top-level-key",
+        ),
+        pytest.param(
+            "server:\n  workers: 1\n  colour: blue\n",
+            3,
+            "server.colour",
+            "unknown key, expected one of: listen, workers",
+            id="unknown-nested-key",
+        ),
+        pytest.param(
+            LOCAL_PROVIDER + "    timeouts:\n      conect: 5\n",
+            6,
+            "providers[0].timeouts.conect",
+            "unknown key, did you mean 'connect'?",
+            id="unknown-key-in-list-item",
+        ),
+        pytest.param(
+            "server:\n  workers: many\n",
+            2,
+            "server.workers",
+            "must be a positive integer, got string 'many'",
+            id="wrong-type",
+        ),
+        pytest.param(
+            "server:\n  workers: 0\n",
+            2,
+            "server.workers",
+            "must be a positive integer, got 0",
+            id="workers-zero",
+        ),
+        pytest.param(
+            "server:\n  workers: true\n",
+            2,
+            "server.workers",
+            "must be a positive integer, got true",
+            id="bool-for-integer",
+        ),
+        pytest.param(
+            "server:\n  read_timeout: .nan\n",
+            2,
+            "server.read_timeout",
+            "must be a positive number, got nan",
+            id="timeout-not-a-number",
+        ),
+        pytest.param(
+            "server:\n  max_body_bytes: [1]\n",
+            2,
+            "server.max_body_bytes",
+            "must be a positive integer, got a list",
+            id="list-for-integer",
+        ),
+        pytest.param(
+            "keys:\n  - {name: a, key: k}\n  - name: b\n    key: k2\n"
+            "    limits:\n      requests_per_minute: -5\n",
+            6,
+            "keys[1].limits.requests_per_minute",
+            "must be a positive integer, got -5",
+            id="negative-limit",
+        ),
+        pytest.param(
+            "server: [1, 2]\n",
+            1,
+            "server",
+            "must be a mapping, got a list",
+            id="section-not-mapping",
+        ),
+        pytest.param(
+            "keys: {name: a}\n",
+            1,
+            "keys",
+            "must be a list, got a mapping",
+            id="list-not-list",
+        ),
+        pytest.param(
+            "providers:\n  - name: local\n    base_url: http://127.0.0.1:8080\n",
+            2,
+            "providers[0].kind",
+            "missing required key",
+            id="missing-required-key",
+        ),
+        pytest.param(
+            "providers:\n  - name: local\n    kind: openai-compatible\n",
+            2,
+            "providers[0].base_url",
+            "missing required key",
+            id="missing-base-url",
+        ),
+        pytest.param(
+            "providers:\n  - name: ''\n    kind: openai\n",
+            2,
+            "providers[0].name",
+            "must not be empty",
+            id="empty-name",
+        ),
+        pytest.param(
+            "keys:\n  - name: a\n    key: k\n    key_sha256: " + "0" * 64 + "\n",
+            2,
+            "keys[0]",
+            "must set exactly one of key and key_sha256, found both",
+            id="both-key-and-key-sha256",
+        ),
+        pytest.param(
+            "keys:\n  - name: a\n    tenant: acme\n",
+            2,
+            "keys[0]",
+            "must set exactly one of key and key_sha256, found neither",
+            id="neither-key-nor-key-sha256",
+        ),
+        pytest.param(
+            "keys:\n  - name: a\n    key_sha256: abc123\n",
+            3,
+            "keys[0].key_sha256",
+            "must be 64 hexadecimal characters",
+            id="bad-sha256",
+        ),
+        pytest.param(
+            "keys:\n  - name: a\n    key_sha256: " + "g" * 64 + "\n",
+            3,
+            "keys[0].key_sha256",
+            "must be 64 hexadecimal characters",
+            id="sha256-not-hex",
+        ),
+        pytest.param(
+            "keys:\n  - name: a\n    key: ''\n",
+            3,
+            "keys[0].key",
+            "must not be empty",
+            id="empty-key",
+        ),
+        pytest.param(
+            LOCAL_PROVIDER
+            + "  - name: local\n    kind: openai\n    base_url: https://x.test\n",
+            5,
+            "providers[1].name",
+            "duplicate provider name 'local', first used at providers[0]",
+            id="duplicate-provider-name",
+        ),
+        pytest.param(
+            LOCAL_PROVIDER
+            + "models:\n  - {name: m, provider: local}\n"
+            + "  - {name: m, provider: local}\n",
+            7,
+            "models[1].name",
+            "duplicate model name 'm', first used at models[0]",
+            id="duplicate-model-name",
+        ),
+        pytest.param(
+            "keys:\n  - {name: a, key: k1}\n  - {name: a, key: k2}\n",
+            3,
+            "keys[1].name",
+            "duplicate key name 'a', first used at keys[0]",
+            id="duplicate-key-name",
+        ),
+        pytest.param(
+            "keys:\n  - {name: a, key: same}\n"
+            f"  - {{name: b, key_sha256: {hash_key('same')}}}\n",
+            3,
+            "keys[1]",
+            "has the same key as keys[0]",
+            id="duplicate-key-hash",
+        ),
+        pytest.param(
+            LOCAL_PROVIDER + "models:\n  - name: m\n    provider: remote\n",
+            7,
+            "models[0].provider",
+            "provider 'remote' is not defined under providers (defined: local)",
+            id="unknown-provider-in-model",
+        ),
+        pytest.param(
+            "providers:\n  - name: p\n    kind: mystery\n",
+            3,
+            "providers[0].kind",
+            "must be one of openai, openai-compatible, got string 'mystery'",
+            id="unknown-kind",
+        ),
+        pytest.param(
+            "providers:\n  - name: p\n    kind: openai\n    base_url: ftp://x.test\n",
+            4,
+            "providers[0].base_url",
+            "must be an http or https URL",
+            id="base-url-not-http",
+        ),
+        pytest.param(
+            LOCAL_PROVIDER + "models:\n  - {name: m, provider: local, tokenizer: x}\n",
+            6,
+            "models[0].tokenizer",
+            "must be one of cl100k_base, o200k_base, got string 'x'",
+            id="unknown-tokenizer",
+        ),
+        pytest.param(
+            "keys:\n  - name: a\n    key: k\n    models: [smollm2, 5]\n",
+            4,
+            "keys[0].models[1]",
+            "must be a non-empty string, got 5",
+            id="key-model-glob-not-string",
+        ),
+        pytest.param(
+            "redis:\n  url: http://127.0.0.1:6379\n",
+            2,
+            "redis.url",
+            "must start with redis://, rediss:// or unix://",
+            id="redis-url-scheme",
+        ),
+        pytest.param(
+            "redis:\n  key_prefix: 'x:'\n",
+            2,
+            "redis.url",
+            "missing required key",
+            id="redis-url-missing",
+        ),
+        pytest.param(
+            "ledger:\n  sink: mysql://127.0.0.1/db\n",
+            2,
+            "ledger.sink",
+            "must be sqlite:///relative/path",
+            id="ledger-sink-scheme",
+        ),
+        pytest.param(
+            "ledger:\n  sink: 'sqlite:///'\n",
+            2,
+            "ledger.sink",
+            "must name a database file",
+            id="ledger-sink-no-file",
+        ),
+        pytest.param(
+            "logging:\n  level: loud\n",
+            2,
+            "logging.level",
+            "must be one of debug, info, warning, error, got string 'loud'",
+            id="log-level",
+        ),
+        pytest.param(
+            "logging:\n  log_prompts: maybe\n",
+            2,
+            "logging.log_prompts",
+            "must be true or false, got string 'maybe'",
+            id="log-prompts-not-bool",
+        ),
+        pytest.param(
+            "policies:\n  max_input_tokens: 1.5\n",
+            2,
+            "policies.max_input_tokens",
+            "must be a positive integer, got 1.5",
+            id="policy-not-integer",
+        ),
+        pytest.param(
+            "server:\n  workers: 1\n  workers: 2\n",
+            3,
+            "server.workers",
+            "duplicate key, first defined on line 2",
+            id="duplicate-mapping-key",
+        ),
+        pytest.param(
+            "server:\n  1: x\n",
+            2,
+            "server",
+            "mapping keys must be strings, got '1'",
+            id="non-string-mapping-key",
+        ),
+        pytest.param(
+            "base: &base {workers: 2}\nserver:\n  <<: *base\n",
+            1,
+            "base",
+            "unknown key",
+            id="anchor-at-unknown-key",
+        ),
+        pytest.param(
+            "server:\n  <<: {workers: 2}\n",
+            2,
+            "server",
+            "merge keys (<<) are not supported",
+            id="merge-key",
+        ),
+        pytest.param(
+            "server:\n  workers: !custom 2\n",
+            2,
+            "server.workers",
+            "unsupported YAML tag !custom",
+            id="unknown-tag",
+        ),
+        pytest.param(
+            "server:\n  workers: !!int many\n",
+            2,
+            "server.workers",
+            "invalid value for the YAML tag !!int",
+            id="invalid-tagged-value",
+        ),
+    ],
+)
+def test_error_names_file_line_and_path(
+    text: str, line: int, path: str, reason: str
+) -> None:
+    error = parse_error(text)
+
+    assert error.source == "config.yaml"
+    assert error.line == line
+    assert error.path == path
+    assert reason in error.reason
+    assert str(error).startswith(f"config.yaml:{line}: {path}: ")
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param("anthropic", id="anthropic"),
+        pytest.param("gemini", id="gemini"),
+        pytest.param("azure-openai", id="azure-openai"),
+        pytest.param("bedrock", id="bedrock"),
+    ],
+)
+def test_planned_provider_kind_is_not_supported_yet(kind: str) -> None:
+    error = parse_error(f"providers:\n  - name: p\n    kind: {kind}\n")
+
+    assert error.line == 3
+    assert error.path == "providers[0].kind"
+    assert f"provider kind '{kind}' is not supported yet" in error.reason
+
+
+@pytest.mark.parametrize(
+    ("listen", "reason"),
+    [
+        pytest.param("4000", "must be host:port", id="port-only"),
+        pytest.param("'127.0.0.1'", "no host or no port", id="no-port"),
+        pytest.param("':4000'", "no host or no port", id="no-host"),
+        pytest.param("'::1:4000'", "an IPv6 host needs brackets", id="bare-ipv6"),
+        pytest.param("'[::1]'", "no port after", id="bracketed-no-port"),
+        pytest.param("'[nope]:80'", "'nope' is not an IPv6 address", id="bad-ipv6"),
+        pytest.param("'host name:80'", "is not a host name", id="space-in-host"),
+        pytest.param("'localhost:0'", "from 1 to 65535", id="port-zero"),
+        pytest.param("'localhost:70000'", "from 1 to 65535", id="port-too-large"),
+        pytest.param("'localhost:http'", "from 1 to 65535", id="port-not-number"),
+    ],
+)
+def test_bad_listen_is_rejected(listen: str, reason: str) -> None:
+    error = parse_error(f"server:\n  workers: 1\n  listen: {listen}\n")
+
+    assert error.line == 3
+    assert error.path == "server.listen"
+    assert reason in error.reason
+
+
+def test_missing_environment_variable_names_it() -> None:
+    error = parse_error(FULL_CONFIG, {"LOCAL_API_KEY": "x"})
+
+    assert error.line == 30
+    assert error.path == "keys[0].key"
+    assert "environment variable CI_PIPELINE_KEY is not set" in error.reason
+    assert str(error).startswith("config.yaml:30: keys[0].key: ")
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        pytest.param("${1ABC}", "invalid reference ${1ABC}", id="bad-name"),
+        pytest.param("${A-b}", "invalid reference ${A-b}", id="dash-without-colon"),
+        pytest.param("${}", "invalid reference ${}", id="empty"),
+        pytest.param("${ABC", "unclosed '${'", id="unclosed"),
+    ],
+)
+def test_malformed_reference_is_rejected(value: str, reason: str) -> None:
+    error = parse_error(f"keys:\n  - name: a\n    key: k\n    tenant: '{value}'\n")
+
+    assert error.line == 4
+    assert error.path == "keys[0].tenant"
+    assert reason in error.reason
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "reason"),
+    [
+        pytest.param("", 1, "contains no YAML document", id="empty"),
+        pytest.param(
+            "# only a comment\n", 1, "contains no YAML document", id="comment"
+        ),
+        pytest.param(
+            "- a\n- b\n", 1, "top level must be a mapping, got a list", id="list"
+        ),
+        pytest.param("just text\n", 1, "top level must be a mapping", id="scalar"),
+        pytest.param("server:\n  workers: [1\n", 3, "invalid YAML", id="unclosed-flow"),
+        pytest.param("a: 1\n b: 2\n", 2, "invalid YAML", id="bad-indent"),
+        pytest.param("a: 1\n---\nb: 2\n", 2, "invalid YAML", id="two-documents"),
+        pytest.param("a: '\x01'\n", 1, "invalid YAML: character #x0001", id="control"),
+    ],
+)
+def test_document_level_error(text: str, line: int, reason: str) -> None:
+    error = parse_error(text)
+
+    assert error.line == line
+    assert error.path == ""
+    assert reason in error.reason
+    assert str(error).startswith(f"config.yaml:{line}: ")
+
+
+# Secrets
+
+
+def test_secrets_absent_from_repr() -> None:
+    text = FULL_CONFIG.replace(
+        "redis://127.0.0.1", f"redis://:{REDIS_PASSWORD}@127.0.0.1"
+    )
+    config = parse(text, FULL_ENVIRON)
+
+    for rendered in (repr(config), str(config)):
+        assert CI_KEY not in rendered
+        assert LOCAL_API_KEY not in rendered
+        assert REDIS_PASSWORD not in rendered
+    assert "redis://:***@127.0.0.1:6379/0" in repr(config)
+    assert config.redis is not None
+    assert config.redis.url == f"redis://:{REDIS_PASSWORD}@127.0.0.1:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        pytest.param(
+            "keys:\n  - name: a\n    key: 987654321\n", "987654321", id="key-as-int"
+        ),
+        pytest.param(
+            "keys:\n  - name: a\n    key_sha256: sk-pasted-plaintext\n",
+            "sk-pasted-plaintext",
+            id="plaintext-in-key-sha256",
+        ),
+        pytest.param(
+            "providers:\n  - name: p\n    kind: openai\n    api_key: 13572468\n",
+            "13572468",
+            id="api-key-as-int",
+        ),
+        pytest.param(
+            "providers:\n  - name: p\n    kind: openai\n    api_key: ${sk-secret}\n",
+            "sk-secret",
+            id="api-key-bad-reference",
+        ),
+        pytest.param(
+            f"redis:\n  url: 'http://:{REDIS_PASSWORD}@127.0.0.1'\n",
+            REDIS_PASSWORD,
+            id="redis-url-password",
+        ),
+        pytest.param(
+            f"ledger:\n  sink: 'mysql://u:{REDIS_PASSWORD}@127.0.0.1/db'\n",
+            REDIS_PASSWORD,
+            id="sink-password",
+        ),
+        pytest.param(
+            "providers:\n  - name: p\n    kind: openai\n"
+            f"    base_url: 'ftp://u:{REDIS_PASSWORD}@x.test'\n",
+            REDIS_PASSWORD,
+            id="base-url-password",
+        ),
+        pytest.param(
+            "keys:\n  - name: a\n    key: 'sk-secret-in-yaml-error\n",
+            "sk-secret-in-yaml-error",
+            id="yaml-syntax-error",
+        ),
+    ],
+)
+def test_secrets_absent_from_error_messages(text: str, secret: str) -> None:
+    error = parse_error(text)
+
+    assert secret not in str(error)
+    assert secret not in repr(error)
+
+
+def test_hidden_value_is_marked() -> None:
+    error = parse_error("keys:\n  - name: a\n    key: 987654321\n")
+
+    assert error.reason == "must be a string, got <hidden>"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        pytest.param("sqlite:///llmgw.db", "sqlite:///llmgw.db", id="sqlite-unchanged"),
+        pytest.param(
+            "redis://:pw@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0", id="redis"
+        ),
+        pytest.param(
+            "postgresql://u:pw@127.0.0.1/db", "postgresql://u:***@127.0.0.1/db", id="pg"
+        ),
+        pytest.param(
+            "postgresql://127.0.0.1/db?sslmode=off&password=pw",
+            "postgresql://127.0.0.1/db?sslmode=off&password=***",
+            id="query-password",
+        ),
+        pytest.param("redis://user@127.0.0.1", "redis://user@127.0.0.1", id="no-pw"),
+        pytest.param("http://u:pw@[::1", "http://***@[::1", id="unparsable"),
+    ],
+)
+def test_redact_url(url: str, expected: str) -> None:
+    assert redact_url(url) == expected
+
+
+# The embedded default
+
+
+def test_default_config_without_provider_variables() -> None:
+    config, _key, skipped = default_config({})
+
+    assert config.server == ServerConfig(host="127.0.0.1", port=4000, workers=1)
+    assert config.redis is None
+    assert config.ledger.sink == "sqlite:///llmgw.db"
+    assert config.providers == ()
+    assert config.models == ()
+    assert skipped == ()
+    assert config.source == "<embedded default>"
+
+
+def test_default_config_generates_one_gateway_key() -> None:
+    first = default_config({})
+    second = default_config({})
+
+    assert first.key.startswith("sk-llmgw-")
+    assert len(first.key) > len("sk-llmgw-") + 40
+    assert first.key != second.key
+    assert first.config.keys == (
+        KeyConfig(name="default", key_sha256=hash_key(first.key)),
+    )
+    assert first.key not in repr(first.config)
+
+
+def test_default_config_with_openai_api_key() -> None:
+    config = default_config({"OPENAI_API_KEY": "sk-openai"}).config
+
+    assert config.providers == (
+        ProviderConfig(
+            name="openai",
+            kind="openai",
+            base_url="https://api.openai.com/v1",
+            api_key=Secret("sk-openai"),
+        ),
+    )
+    assert config.models == (ModelConfig(name="*", provider="openai"),)
+
+
+def test_default_config_with_openai_base_url() -> None:
+    environ = {"OPENAI_BASE_URL": "http://127.0.0.1:8080/v1/"}
+    config = default_config(environ).config
+
+    assert config.providers == (
+        ProviderConfig(
+            name="openai",
+            kind="openai-compatible",
+            base_url="http://127.0.0.1:8080/v1",
+            api_key=Secret(""),
+        ),
+    )
+    assert config.models == (ModelConfig(name="*", provider="openai"),)
+
+
+def test_default_config_ignores_empty_openai_variables() -> None:
+    config = default_config({"OPENAI_API_KEY": "", "OPENAI_BASE_URL": ""}).config
+
+    assert config.providers == ()
+
+
+def test_default_config_skips_unimplemented_providers() -> None:
+    environ = {"ANTHROPIC_API_KEY": "a", "GEMINI_API_KEY": "g"}
+    result = default_config(environ)
+
+    assert result.skipped_variables == ("ANTHROPIC_API_KEY", "GEMINI_API_KEY")
+    assert result.config.providers == ()
+
+
+def test_default_config_rejects_bad_openai_base_url() -> None:
+    with pytest.raises(ConfigError) as caught:
+        default_config({"OPENAI_BASE_URL": "127.0.0.1:8080"})
+
+    assert caught.value.path == "OPENAI_BASE_URL"
+    assert caught.value.line is None
+    assert str(caught.value).startswith("environment: OPENAI_BASE_URL: ")
+
+
+def test_default_config_reads_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-os-environ")
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+
+    config = default_config().config
+
+    assert config.providers[0].api_key == Secret("sk-from-os-environ")
+
+
+# Files
+
+
+def test_load_config_reads_file(tmp_path: Path) -> None:
+    path = tmp_path / "llmgw.yaml"
+    path.write_text(FULL_CONFIG, encoding="utf-8")
+
+    config = load_config(path, FULL_ENVIRON)
+
+    assert config.source == str(path)
+    assert config.keys == FULL_EXPECTED.keys
+
+
+def test_load_config_reads_os_environ(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLMGW_TEST_TENANT", "from-os-environ")
+    path = tmp_path / "llmgw.yaml"
+    path.write_text("keys:\n  - {name: a, key: k, tenant: '${LLMGW_TEST_TENANT}'}\n")
+
+    assert load_config(str(path)).keys[0].tenant == "from-os-environ"
+
+
+def test_load_config_error_names_file(tmp_path: Path) -> None:
+    path = tmp_path / "llmgw.yaml"
+    path.write_text("server:\n  workers: -1\n", encoding="utf-8")
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, {})
+
+    assert str(caught.value).startswith(f"{path}:2: server.workers: ")
+
+
+def test_load_config_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.yaml"
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, {})
+
+    assert caught.value.line is None
+    assert str(caught.value).startswith(f"{path}: cannot read the file: ")
+
+
+def test_load_config_invalid_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "llmgw.yaml"
+    path.write_bytes(b"server:\n  listen: \xff\n")
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, {})
+
+    assert caught.value.line == 2
+    assert "invalid UTF-8" in caught.value.reason
+
+
+def test_hash_key_is_sha256_hex() -> None:
+    expected = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+    assert hash_key("abc") == expected
