@@ -1,0 +1,43 @@
+"""Token-bucket rate limits and the ledger stream, in process or in Redis."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from llmgw.limits.base import (
+    Admission,
+    Backend,
+    Bucket,
+    BucketState,
+    Charge,
+    LedgerEntry,
+)
+from llmgw.limits.memory import MemoryBackend
+from llmgw.limits.redis import RedisBackend
+
+if TYPE_CHECKING:
+    from llmgw.config import Config
+
+__all__ = [
+    "Admission",
+    "Backend",
+    "Bucket",
+    "BucketState",
+    "Charge",
+    "LedgerEntry",
+    "MemoryBackend",
+    "RedisBackend",
+    "open_backend",
+]
+
+
+async def open_backend(config: Config) -> Backend:
+    """Create the back end the configuration names.
+
+    Without a ``redis`` section this is the in-process ``MemoryBackend``,
+    which limits one process only. It does not ping Redis, so a gateway can
+    start while Redis is down and report it through ``Backend.ping``.
+    """
+    if config.redis is None:
+        return MemoryBackend()
+    return RedisBackend.from_url(config.redis.url, prefix=config.redis.key_prefix)

@@ -24,9 +24,24 @@ class Bucket:
     capacity: float
     refill_per_second: float
 
+    def __post_init__(self) -> None:
+        # A zero rate would make every retry and reset time infinite.
+        if self.capacity < 0:
+            raise ValueError(
+                f"invalid capacity {self.capacity} for bucket {self.key!r}: "
+                "expected >= 0"
+            )
+        if self.refill_per_second <= 0:
+            raise ValueError(
+                f"invalid refill_per_second {self.refill_per_second} for bucket "
+                f"{self.key!r}: expected > 0"
+            )
+
     @classmethod
     def per_minute(cls, key: str, kind: str, limit: int) -> Bucket:
-        return cls(key=key, kind=kind, capacity=float(limit), refill_per_second=limit / 60)
+        return cls(
+            key=key, kind=kind, capacity=float(limit), refill_per_second=limit / 60
+        )
 
 
 @dataclass(frozen=True)
@@ -77,17 +92,19 @@ class Backend(Protocol):
         """Append a record with no bucket change (rejected requests)."""
         ...
 
-    async def read_ledger(self, consumer: str, count: int, block_ms: int) -> list[LedgerEntry]:
+    async def read_ledger(
+        self, consumer: str, count: int, block_ms: int
+    ) -> list[LedgerEntry]:
         """Read records not yet acknowledged: first this consumer's own pending
-        ones, then ones idle too long at other (dead) consumers, then new."""
+        ones, then ones idle too long at other (dead) consumers, then new.
+
+        Waits up to ``block_ms`` for new records; 0 returns at once."""
         ...
 
-    async def ack_ledger(self, entry_ids: Sequence[str]) -> None:
-        ...
+    async def ack_ledger(self, entry_ids: Sequence[str]) -> None: ...
 
     async def ping(self) -> None:
         """Raise ``BackendUnavailable`` if the store cannot be reached."""
         ...
 
-    async def close(self) -> None:
-        ...
+    async def close(self) -> None: ...

@@ -1,0 +1,433 @@
+"""The durable ledger: SQLite and PostgreSQL sinks, reports and the drainer."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+from collections.abc import Sequence
+
+import orjson
+import pytest
+
+from llmgw.errors import BackendUnavailable
+from llmgw.ledger.drain import LedgerDrainer
+from llmgw.ledger.record import UsageRecord
+from llmgw.ledger.report import render
+from llmgw.ledger.sink import TOTALS_COLUMNS, Sink, TotalsRow, open_sink
+from llmgw.limits.base import Backend
+
+from .conftest import CLAIM_IDLE_MS
+
+DAY_1 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
+DAY_2 = DAY_1 + 86_400.0
+
+
+def make_record(request_id: str, **changes: object) -> UsageRecord:
+    values: dict[str, object] = {
+        "request_id": request_id,
+        "ts": DAY_1,
+        "route": "/v1/chat/completions",
+        "key_name": "ci",
+        "tenant": "acme",
+        "model": "smollm2",
+        "provider": "local",
+        "upstream_model": "smollm2-upstream",
+        "input_tokens": 10,
+        "output_tokens": 5,
+    }
+    values.update(changes)
+    return UsageRecord(**values)  # type: ignore[arg-type]
+
+
+def totals_by_group(rows: Sequence[TotalsRow]) -> dict[str | None, TotalsRow]:
+    return {row["group"]: row for row in rows}
+
+
+class FailingSink:
+    """Wrap a sink so its next ``failures`` writes raise before writing.
+
+    ``written`` counts the records passed to the inner sink, duplicates too.
+    """
+
+    def __init__(self, inner: Sink, failures: int) -> None:
+        self.inner = inner
+        self.failures = failures
+        self.written = 0
+
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def write(self, records: Sequence[UsageRecord]) -> int:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionResetError("sink connection reset (test)")
+        self.written += len(records)
+        return await self.inner.write(records)
+
+    async def totals(
+        self, by: str, *, since: float | None = None, until: float | None = None
+    ) -> list[TotalsRow]:
+        return await self.inner.totals(by, since=since, until=until)
+
+    async def records(self) -> list[UsageRecord]:
+        return await self.inner.records()
+
+    async def fetch(self, request_id: str) -> UsageRecord | None:
+        return await self.inner.fetch(request_id)
+
+    async def ping(self) -> None:
+        await self.inner.ping()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def test_write_round_trips_every_field(sink: Sink) -> None:
+    full = make_record(
+        "r1",
+        cached_tokens=3,
+        reasoning_tokens=2,
+        estimated=True,
+        status=502,
+        error_type="upstream_unreachable",
+        latency_ms=812.5,
+        ttft_ms=120.25,
+        streamed=True,
+        client_aborted=True,
+    )
+    sparse = make_record(
+        "r2",
+        ts=DAY_2,
+        key_name=None,
+        tenant=None,
+        model=None,
+        provider=None,
+        upstream_model=None,
+        ttft_ms=None,
+    )
+
+    inserted = await sink.write([full, sparse])
+
+    assert inserted == 2
+    assert await sink.records() == [full, sparse]
+    assert await sink.fetch("r1") == full
+    assert await sink.fetch("missing") is None
+
+
+async def test_write_skips_stored_request_ids(sink: Sink) -> None:
+    first = await sink.write([make_record("r1"), make_record("r2")])
+    second = await sink.write([make_record("r2"), make_record("r3"), make_record("r3")])
+    empty = await sink.write([])
+
+    assert first == 2
+    assert second == 1
+    assert empty == 0
+    assert [record.request_id for record in await sink.records()] == ["r1", "r2", "r3"]
+
+
+async def test_open_twice_keeps_records(sink_url: str, ledger_table: str) -> None:
+    first = open_sink(sink_url, table=ledger_table)
+    await first.open()
+    await first.write([make_record("r1")])
+    await first.close()
+
+    second = open_sink(sink_url, table=ledger_table)
+    await second.open()
+    try:
+        records = await second.records()
+    finally:
+        await second.close()
+
+    assert [record.request_id for record in records] == ["r1"]
+
+
+async def test_two_writers_share_one_store(sink_url: str, ledger_table: str) -> None:
+    # Two sinks, as two worker processes would open them, writing at once.
+    writers = [open_sink(sink_url, table=ledger_table) for _ in range(2)]
+    for writer in writers:
+        await writer.open()
+    try:
+        counts = await asyncio.gather(
+            *(
+                writer.write([make_record(f"r{batch}-{i}") for i in range(50)])
+                for batch in range(10)
+                for writer in writers
+            )
+        )
+        records = await writers[0].records()
+    finally:
+        for writer in writers:
+            await writer.close()
+
+    # Each batch id is written by both writers: exactly one insert wins.
+    assert sum(counts) == 500
+    assert len(records) == 500
+
+
+async def test_totals_by_key_model_day(sink: Sink) -> None:
+    await sink.write(
+        [
+            make_record("r1", key_name="ci", model="smollm2", input_tokens=10),
+            make_record("r2", key_name="ci", model="gpt-4o", ts=DAY_2, status=429),
+            make_record(
+                "r3",
+                key_name="dev",
+                model="smollm2",
+                estimated=True,
+                cached_tokens=4,
+                reasoning_tokens=3,
+            ),
+            make_record(
+                "r4",
+                key_name=None,
+                tenant=None,
+                model=None,
+                status=401,
+                input_tokens=0,
+                output_tokens=0,
+            ),
+        ]
+    )
+
+    by_key = await sink.totals("key")
+    by_model = totals_by_group(await sink.totals("model"))
+    by_day = totals_by_group(await sink.totals("day"))
+    by_tenant = totals_by_group(await sink.totals("tenant"))
+
+    assert [row["group"] for row in by_key] == ["ci", "dev", None]
+    assert by_key[0] == TotalsRow(
+        group="ci",
+        requests=2,
+        input_tokens=20,
+        output_tokens=10,
+        cached_tokens=0,
+        reasoning_tokens=0,
+        estimated_requests=0,
+        errors=1,
+    )
+    assert by_key[1]["estimated_requests"] == 1
+    assert by_key[1]["cached_tokens"] == 4
+    assert by_key[1]["reasoning_tokens"] == 3
+    assert by_key[2]["errors"] == 1
+    assert by_model["smollm2"]["requests"] == 2
+    assert by_model["gpt-4o"]["requests"] == 1
+    assert by_day["2023-11-14"]["requests"] == 3
+    assert by_day["2023-11-15"]["requests"] == 1
+    assert by_tenant["acme"]["requests"] == 3
+    assert by_tenant[None]["requests"] == 1
+
+
+async def test_ping_open_sink(sink: Sink) -> None:
+    await sink.ping()
+
+
+async def test_postgres_unreachable_raises_backend_unavailable(
+    ledger_table: str,
+) -> None:
+    # Port 1 on loopback: nothing listens there, so the connection is refused.
+    sink = open_sink("postgresql://root@127.0.0.1:1/test", table=ledger_table)
+
+    with pytest.raises(BackendUnavailable, match="PostgreSQL ledger sink open failed"):
+        await sink.open()
+
+
+async def test_totals_time_bounds(sink: Sink) -> None:
+    await sink.write([make_record("r1", ts=DAY_1), make_record("r2", ts=DAY_2)])
+
+    since = await sink.totals("key", since=DAY_2)
+    until = await sink.totals("key", until=DAY_2)
+
+    assert since[0]["requests"] == 1
+    assert until[0]["requests"] == 1
+
+
+async def test_totals_rejects_unknown_grouping(sink: Sink) -> None:
+    with pytest.raises(ValueError, match="invalid totals grouping 'user'"):
+        await sink.totals("user")
+
+
+def test_open_sink_rejects_unknown_scheme() -> None:
+    with pytest.raises(
+        ValueError, match="unsupported ledger sink URL scheme 'mysql'"
+    ) as error:
+        open_sink("mysql://admin:hunter2@127.0.0.1/db")
+
+    assert "hunter2" not in str(error.value)
+
+
+def test_open_sink_rejects_bad_table() -> None:
+    with pytest.raises(ValueError, match="invalid ledger table name"):
+        open_sink("sqlite:///ledger.db", table="usage; DROP TABLE x")
+
+
+ROWS = [
+    TotalsRow(
+        group="ci",
+        requests=2,
+        input_tokens=1200,
+        output_tokens=30,
+        cached_tokens=0,
+        reasoning_tokens=0,
+        estimated_requests=1,
+        errors=0,
+    ),
+    TotalsRow(
+        group=None,
+        requests=1,
+        input_tokens=0,
+        output_tokens=0,
+        cached_tokens=0,
+        reasoning_tokens=0,
+        estimated_requests=0,
+        errors=1,
+    ),
+]
+
+
+def test_render_json_has_exact_keys() -> None:
+    parsed = orjson.loads(render(ROWS, "json"))
+
+    assert [list(row) for row in parsed] == [list(TOTALS_COLUMNS)] * 2
+    assert parsed[0]["input_tokens"] == 1200
+    assert parsed[1]["group"] is None
+
+
+def test_render_csv_header_and_rows() -> None:
+    lines = list(csv.reader(io.StringIO(render(ROWS, "csv"))))
+
+    assert lines[0] == list(TOTALS_COLUMNS)
+    assert lines[1] == ["ci", "2", "1200", "30", "0", "0", "1", "0"]
+    assert lines[2][0] == ""
+
+
+def test_render_table_aligns_columns() -> None:
+    lines = render(ROWS, "table", group_label="key").splitlines()
+
+    assert lines[0].split() == ["key", *TOTALS_COLUMNS[1:]]
+    assert lines[1].split()[:3] == ["ci", "2", "1200"]
+    assert lines[2].split()[0] == "(none)"
+    # Counts are right-aligned under their header.
+    header_end = lines[0].index("input_tokens") + len("input_tokens")
+    assert lines[1][header_end - 4 : header_end] == "1200"
+    assert lines[2][header_end - 1] == "0"
+
+
+def test_render_rejects_unknown_format() -> None:
+    with pytest.raises(ValueError, match="invalid report format 'xml'"):
+        render(ROWS, "xml")
+
+
+async def test_drainer_moves_records(backend: Backend, sink: Sink) -> None:
+    for i in range(7):
+        await backend.settle([], make_record(f"r{i}"))
+    drainer = LedgerDrainer(backend, sink, consumer="drainer-1", batch=3)
+
+    moved = [await drainer.drain_once() for _ in range(4)]
+
+    assert moved == [3, 3, 1, 0]
+    assert len(await sink.records()) == 7
+    assert await backend.read_ledger("drainer-1", 10, block_ms=0) == []
+
+
+async def test_drainer_loop_and_final_drain(backend: Backend, sink: Sink) -> None:
+    drainer = LedgerDrainer(backend, sink, consumer="drainer-1", block_ms=100)
+    drainer.start()
+    for i in range(5):
+        await backend.settle([], make_record(f"r{i}"))
+    for _ in range(100):
+        if len(await sink.records()) == 5:
+            break
+        await asyncio.sleep(0.05)
+    for i in range(5, 8):
+        await backend.append_record(make_record(f"r{i}"))
+    await drainer.stop()
+
+    assert not drainer.running
+    assert [record.request_id for record in await sink.records()] == [
+        f"r{i}" for i in range(8)
+    ]
+    assert await backend.read_ledger("drainer-1", 10, block_ms=0) == []
+
+
+async def test_crash_before_ack_stores_once(backend: Backend, sink: Sink) -> None:
+    for i in range(3):
+        await backend.settle([], make_record(f"r{i}"))
+    # A drainer that committed to the sink and died before acknowledging.
+    entries = await backend.read_ledger("drainer-1", 10, block_ms=0)
+    await sink.write([entry.record for entry in entries])
+
+    restarted = LedgerDrainer(backend, sink, consumer="drainer-1")
+    moved = await restarted.drain_once()
+
+    assert moved == 3
+    assert [record.request_id for record in await sink.records()] == ["r0", "r1", "r2"]
+    assert await restarted.drain_once() == 0
+
+
+async def test_dead_consumer_taken_over(backend: Backend, sink: Sink) -> None:
+    await backend.settle([], make_record("r1"))
+    entries = await backend.read_ledger("dead-drainer", 10, block_ms=0)
+    await sink.write([entry.record for entry in entries])
+
+    survivor = LedgerDrainer(backend, sink, consumer="drainer-2")
+    too_early = await survivor.drain_once()
+    await asyncio.sleep(CLAIM_IDLE_MS / 1000 + 0.1)
+    taken_over = await survivor.drain_once()
+
+    assert too_early == 0
+    assert taken_over == 1
+    assert [record.request_id for record in await sink.records()] == ["r1"]
+    assert await backend.read_ledger("dead-drainer", 10, block_ms=0) == []
+
+
+async def test_drainer_retries_failed_write(backend: Backend, sink: Sink) -> None:
+    failing = FailingSink(sink, failures=2)
+    drainer = LedgerDrainer(
+        backend, failing, consumer="drainer-1", block_ms=50, retry_delay=0.05
+    )
+    await backend.settle([], make_record("r1"))
+
+    drainer.start()
+    for _ in range(100):
+        if await sink.fetch("r1") is not None:
+            break
+        await asyncio.sleep(0.05)
+    await drainer.stop()
+
+    assert failing.failures == 0
+    assert [record.request_id for record in await sink.records()] == ["r1"]
+
+
+async def test_drain_once_beside_loop_writes_once(backend: Backend, sink: Sink) -> None:
+    counting = FailingSink(sink, failures=0)
+    drainer = LedgerDrainer(backend, counting, consumer="drainer-1", block_ms=100)
+    drainer.start()
+
+    for i in range(20):
+        await backend.settle([], make_record(f"r{i}"))
+        if i % 5 == 0:
+            await drainer.drain_once()
+    while await drainer.drain_once():
+        pass
+    await drainer.stop()
+
+    assert len(await sink.records()) == 20
+    assert counting.written == 20
+
+
+async def test_drain_once_raises_sink_error(backend: Backend, sink: Sink) -> None:
+    drainer = LedgerDrainer(backend, FailingSink(sink, failures=1), consumer="d1")
+    await backend.settle([], make_record("r1"))
+
+    with pytest.raises(ConnectionResetError):
+        await drainer.drain_once()
+    moved = await drainer.drain_once()
+
+    assert moved == 1
+    assert [record.request_id for record in await sink.records()] == ["r1"]
+
+
+async def test_drainer_rejects_zero_block(backend: Backend, sqlite_url: str) -> None:
+    with pytest.raises(ValueError, match="block_ms 0"):
+        LedgerDrainer(backend, open_sink(sqlite_url), consumer="d1", block_ms=0)

@@ -1,0 +1,251 @@
+"""Token bucket arithmetic and the memory back end on a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmgw.ledger.record import UsageRecord
+from llmgw.limits.base import Bucket, Charge
+from llmgw.limits.buckets import (
+    Level,
+    build_admission,
+    full_after,
+    is_admitted,
+    refill,
+    refund,
+    validate_charges,
+)
+from llmgw.limits.memory import MemoryBackend
+
+# 10 tokens, refilled at 2 per second: empty to full in 5 seconds.
+BUCKET = Bucket(key="key:test:tokens", kind="tokens", capacity=10, refill_per_second=2)
+OTHER = Bucket(
+    key="key:test:requests", kind="requests", capacity=3, refill_per_second=0.5
+)
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_record(request_id: str = "req-1") -> UsageRecord:
+    return UsageRecord(
+        request_id=request_id,
+        ts=1_700_000_000.0,
+        route="/v1/chat/completions",
+        key_name="test",
+        tenant="acme",
+        model="smollm2",
+        provider="local",
+        upstream_model="smollm2",
+    )
+
+
+def test_refill_new_bucket_starts_full() -> None:
+    assert refill(BUCKET, None, now=5.0) == 10
+
+
+def test_refill_adds_rate_times_elapsed() -> None:
+    assert refill(BUCKET, Level(tokens=1.0, updated_at=100.0), now=102.5) == 6.0
+
+
+def test_refill_caps_at_capacity() -> None:
+    assert refill(BUCKET, Level(tokens=9.0, updated_at=100.0), now=200.0) == 10
+
+
+def test_refill_ignores_clock_going_back() -> None:
+    assert refill(BUCKET, Level(tokens=4.0, updated_at=100.0), now=90.0) == 4.0
+
+
+def test_refill_pays_off_negative_tokens() -> None:
+    assert refill(BUCKET, Level(tokens=-4.0, updated_at=100.0), now=101.0) == -2.0
+
+
+@pytest.mark.parametrize(
+    ("tokens", "amount", "expected"),
+    [
+        pytest.param(5.0, 3.0, 8.0, id="adds"),
+        pytest.param(9.0, 3.0, 10.0, id="caps-at-capacity"),
+        pytest.param(2.0, -5.0, -3.0, id="negative-goes-below-zero"),
+    ],
+)
+def test_refund(tokens: float, amount: float, expected: float) -> None:
+    assert refund(BUCKET, tokens, amount) == expected
+
+
+def test_full_after_is_deficit_over_rate() -> None:
+    assert full_after(BUCKET, 4.0) == 3.0
+    assert full_after(BUCKET, 10.0) == 0.0
+    assert full_after(BUCKET, -2.0) == 6.0
+
+
+def test_is_admitted_needs_every_bucket() -> None:
+    charges = [Charge(BUCKET, 5), Charge(OTHER, 1)]
+    assert is_admitted(charges, [5.0, 1.0])
+    assert not is_admitted(charges, [5.0, 0.5])
+    assert not is_admitted(charges, [4.9, 3.0])
+
+
+def test_admission_admitted_states() -> None:
+    charges = [Charge(BUCKET, 4), Charge(OTHER, 1)]
+    admission = build_admission(charges, [10.0, 2.0], admitted=True)
+
+    assert admission.admitted
+    assert admission.retry_after is None
+    assert admission.short_bucket is None
+    assert [state.remaining for state in admission.states] == [6.0, 1.0]
+    assert [state.reset_seconds for state in admission.states] == [2.0, 4.0]
+
+
+def test_admission_rejected_takes_nothing() -> None:
+    charges = [Charge(BUCKET, 4), Charge(OTHER, 1)]
+    admission = build_admission(charges, [10.0, 0.25], admitted=False)
+
+    assert not admission.admitted
+    assert [state.remaining for state in admission.states] == [10.0, 0.25]
+    assert admission.short_bucket == OTHER
+
+
+def test_admission_retry_after_is_slowest_short_bucket() -> None:
+    # BUCKET lacks 3 tokens at 2/s (1.5 s), OTHER lacks 1 at 0.5/s (2 s).
+    charges = [Charge(BUCKET, 8), Charge(OTHER, 2)]
+    admission = build_admission(charges, [5.0, 1.0], admitted=False)
+
+    assert admission.retry_after == 2.0
+    assert admission.short_bucket == BUCKET
+
+
+def test_admission_over_capacity_never_passes() -> None:
+    charges = [Charge(BUCKET, 11), Charge(OTHER, 1)]
+    admission = build_admission(charges, [10.0, 3.0], admitted=False)
+
+    assert not admission.admitted
+    assert admission.retry_after is None
+    assert admission.short_bucket == BUCKET
+
+
+def test_validate_charges_rejects_negative() -> None:
+    with pytest.raises(ValueError, match="must be >= 0"):
+        validate_charges([Charge(BUCKET, -1)])
+
+
+def test_validate_charges_rejects_duplicate_bucket() -> None:
+    with pytest.raises(ValueError, match="charged twice"):
+        validate_charges([Charge(BUCKET, 1), Charge(BUCKET, 2)])
+
+
+@pytest.mark.parametrize(
+    ("capacity", "rate"),
+    [
+        pytest.param(-1.0, 1.0, id="negative-capacity"),
+        pytest.param(1.0, 0.0, id="zero-rate"),
+    ],
+)
+def test_bucket_rejects_invalid_numbers(capacity: float, rate: float) -> None:
+    with pytest.raises(ValueError, match="invalid"):
+        Bucket(key="b", kind="tokens", capacity=capacity, refill_per_second=rate)
+
+
+def test_bucket_per_minute_rate() -> None:
+    bucket = Bucket.per_minute("key:k:requests", "requests", 120)
+    assert bucket.capacity == 120
+    assert bucket.refill_per_second == 2
+
+
+async def test_memory_admit_refills_over_time() -> None:
+    clock = FakeClock()
+    backend = MemoryBackend(clock=clock)
+
+    first = await backend.admit([Charge(BUCKET, 10)])
+    rejected = await backend.admit([Charge(BUCKET, 1)])
+    clock.now += 2.0
+    later = await backend.admit([Charge(BUCKET, 4)])
+
+    assert first.admitted
+    assert first.states[0].remaining == 0
+    assert not rejected.admitted
+    assert rejected.retry_after == 0.5
+    assert later.admitted
+    assert later.states[0].remaining == 0
+
+
+async def test_memory_rejection_takes_from_no_bucket() -> None:
+    clock = FakeClock()
+    backend = MemoryBackend(clock=clock)
+
+    rejected = await backend.admit([Charge(BUCKET, 5), Charge(OTHER, 4)])
+
+    assert not rejected.admitted
+    assert rejected.retry_after is None
+    assert backend.level(BUCKET.key) is None
+    assert backend.level(OTHER.key) is None
+
+
+async def test_memory_zero_charge_only_reads() -> None:
+    backend = MemoryBackend(clock=FakeClock())
+
+    admission = await backend.admit([Charge(BUCKET, 0)])
+
+    assert admission.admitted
+    assert admission.states[0].remaining == 10
+    assert backend.level(BUCKET.key) is None
+
+
+async def test_memory_negative_settle_delays_requests() -> None:
+    clock = FakeClock()
+    backend = MemoryBackend(clock=clock)
+
+    await backend.admit([Charge(BUCKET, 10)])
+    await backend.settle([Charge(BUCKET, -4)], make_record())
+    rejected = await backend.admit([Charge(BUCKET, 2)])
+    clock.now += 3.0
+    admitted = await backend.admit([Charge(BUCKET, 2)])
+
+    assert backend.level(BUCKET.key) == Level(tokens=0.0, updated_at=clock.now)
+    assert not rejected.admitted
+    assert rejected.states[0].remaining == -4
+    assert rejected.retry_after == 3.0
+    assert admitted.admitted
+
+
+async def test_memory_settle_refund_caps_at_capacity() -> None:
+    clock = FakeClock()
+    backend = MemoryBackend(clock=clock)
+
+    await backend.admit([Charge(BUCKET, 6)])
+    clock.now += 1.0
+    await backend.settle([Charge(BUCKET, 5)], make_record())
+
+    assert backend.level(BUCKET.key) == Level(tokens=10.0, updated_at=clock.now)
+
+
+async def test_memory_settle_appends_one_entry() -> None:
+    backend = MemoryBackend(clock=FakeClock())
+
+    await backend.settle([Charge(BUCKET, 1)], make_record("req-9"))
+    entries = await backend.read_ledger("drainer", 10, block_ms=0)
+
+    assert len(entries) == 1
+    assert entries[0].record == make_record("req-9")
+
+
+async def test_memory_claim_waits_for_idle_time() -> None:
+    clock = FakeClock()
+    backend = MemoryBackend(clock=clock, claim_idle_ms=30_000)
+    await backend.append_record(make_record())
+
+    taken = await backend.read_ledger("dead", 10, block_ms=0)
+    too_early = await backend.read_ledger("alive", 10, block_ms=0)
+    clock.now += 30.0
+    claimed = await backend.read_ledger("alive", 10, block_ms=0)
+    await backend.ack_ledger([entry.entry_id for entry in claimed])
+
+    assert len(taken) == 1
+    assert too_early == []
+    assert [entry.entry_id for entry in claimed] == [taken[0].entry_id]
+    assert len(backend.ledger) == 0
+    assert backend.ledger.pending_count == 0
