@@ -1,0 +1,46 @@
+"""The per-worker state every handler shares: config, keys, routes, back end,
+token counter and the upstream session."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmgw.config import Config
+from llmgw.ledger.drain import LedgerDrainer
+from llmgw.ledger.sink import Sink
+from llmgw.limits.base import Backend
+from llmgw.pipeline.authenticate import KeyStore
+from llmgw.pipeline.policy import Router
+from llmgw.providers.openai import OpenAIProvider
+from llmgw.tokens import TokenCounter
+
+
+@dataclass
+class Gateway:
+    config: Config
+    keys: KeyStore
+    router: Router
+    tokens: TokenCounter
+    backend: Backend
+    sink: Sink
+    drainer: LedgerDrainer
+    providers: dict[str, OpenAIProvider]
+    _background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def provider(self, name: str) -> OpenAIProvider:
+        return self.providers[name]
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``coro`` to completion even if the request that started it is
+        cancelled; shutdown waits for every such task."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def wait_background(self) -> None:
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)

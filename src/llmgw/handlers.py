@@ -1,0 +1,236 @@
+"""Route handlers: each runs the pipeline phases in order for one route."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import orjson
+import structlog
+from aiohttp import web
+
+from llmgw.errors import GatewayError, InputTooLong, InternalError
+from llmgw.gateway import Gateway
+from llmgw.pipeline.admit import admit, needs_token_estimate
+from llmgw.pipeline.authenticate import Principal, authenticate
+from llmgw.pipeline.context import RequestContext
+from llmgw.pipeline.forward import forward_json, forward_stream
+from llmgw.pipeline.ingress import parse_json, read_body
+from llmgw.pipeline.policy import (
+    Caps,
+    Deployment,
+    apply_output_cap,
+    check_allowed,
+    effective_caps,
+    is_allowed,
+)
+from llmgw.pipeline.settle import settle
+from llmgw.protocols.openai import parse_chat_request, parse_embeddings_request
+
+GATEWAY = web.AppKey("gateway", Gateway)
+
+log = structlog.get_logger("llmgw.handlers")
+
+
+@asynccontextmanager
+async def request_scope(gateway: Gateway, ctx: RequestContext) -> AsyncIterator[None]:
+    """Record the outcome of the request in the ledger exactly once.
+
+    Settlement runs as its own task so that a client disconnect, which
+    cancels the handler, cannot cut it short.
+    """
+    structlog.contextvars.bind_contextvars(request_id=ctx.request_id)
+    try:
+        yield
+    except GatewayError as exc:
+        ctx.fail(exc)
+        raise
+    except asyncio.CancelledError:
+        ctx.client_aborted = True
+        if not ctx.streamed:
+            ctx.status = 499  # nginx's "client closed request"
+            ctx.error_type = "client_closed_request"
+        raise
+    except Exception as exc:
+        ctx.fail(InternalError("internal error"))
+        log.exception("unhandled_error", error=repr(exc))
+        raise
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+        await asyncio.shield(gateway.spawn(settle(gateway, ctx)))
+
+
+async def _read_json(request: web.Request, gateway: Gateway) -> object:
+    server = gateway.config.server
+    body = await read_body(request, server.max_body_bytes, server.read_timeout)
+    return parse_json(body)
+
+
+def _resolve(
+    gateway: Gateway, ctx: RequestContext, principal: Principal, model: str
+) -> Deployment:
+    ctx.model = model
+    deployment = gateway.router.resolve(model)
+    ctx.deployment = deployment
+    check_allowed(principal, model)
+    return deployment
+
+
+async def _count_chat_input(
+    gateway: Gateway,
+    ctx: RequestContext,
+    deployment: Deployment,
+    caps: Caps,
+    tools: object,
+) -> None:
+    count = await gateway.tokens.count_chat_async(
+        ctx.prompt,
+        deployment.upstream_model,
+        deployment.route.tokenizer,
+        tools=tools if isinstance(tools, list) else None,
+    )
+    ctx.input_tokens = count.tokens
+    ctx.input_estimated = count.estimated
+    cap = caps.max_input_tokens
+    if cap is not None and count.tokens > cap:
+        raise InputTooLong(
+            f"This model's maximum input length is {cap} tokens. However, your "
+            f"messages resulted in {count.tokens} tokens. Please reduce the length "
+            "of the messages.",
+            param="messages",
+        )
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    gateway = request.app[GATEWAY]
+    ctx = RequestContext(route="/v1/chat/completions")
+    async with request_scope(gateway, ctx):
+        principal = authenticate(request.headers, gateway.keys)
+        ctx.principal = principal
+        chat = parse_chat_request(await _read_json(request, gateway))
+        ctx.prompt = chat.messages
+        deployment = _resolve(gateway, ctx, principal, chat.model)
+        caps = effective_caps(gateway.config, deployment, principal)
+
+        body = chat.body
+        output_limit = apply_output_cap(
+            body, caps.max_output_tokens, deployment.provider.kind
+        )
+        if caps.max_input_tokens is not None or needs_token_estimate(principal):
+            await _count_chat_input(gateway, ctx, deployment, caps, body.get("tools"))
+        reserve = (ctx.input_tokens or 0) + (output_limit or 0) * (chat.n or 1)
+        ctx.reservation = await admit(gateway.backend, principal, reserve)
+
+        body["model"] = deployment.upstream_model
+        if chat.stream:
+            # Ask for usage even if the client did not; the relay hides the
+            # extra chunk from such clients.
+            options = body.get("stream_options") or {}
+            body["stream_options"] = {**options, "include_usage": True}
+        provider = gateway.provider(deployment.provider.name)
+        encoding, _ = gateway.tokens.encoding_for(
+            deployment.upstream_model, deployment.route.tokenizer
+        )
+        payload = orjson.dumps(body)
+        if chat.stream:
+            return await forward_stream(
+                request,
+                ctx,
+                provider,
+                "/chat/completions",
+                payload,
+                encoding,
+                chat.include_usage,
+            )
+        return await forward_json(
+            request, ctx, provider, "/chat/completions", payload, encoding
+        )
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    gateway = request.app[GATEWAY]
+    ctx = RequestContext(route="/v1/embeddings")
+    async with request_scope(gateway, ctx):
+        principal = authenticate(request.headers, gateway.keys)
+        ctx.principal = principal
+        parsed = parse_embeddings_request(await _read_json(request, gateway))
+        ctx.prompt = parsed.input
+        deployment = _resolve(gateway, ctx, principal, parsed.model)
+        caps = effective_caps(gateway.config, deployment, principal)
+
+        if caps.max_input_tokens is not None or needs_token_estimate(principal):
+            count = gateway.tokens.count_embedding_input(
+                parsed.input, deployment.upstream_model, deployment.route.tokenizer
+            )
+            ctx.input_tokens = count.tokens
+            ctx.input_estimated = count.estimated
+            cap = caps.max_input_tokens
+            if cap is not None and count.tokens > cap:
+                raise InputTooLong(
+                    f"This model's maximum input length is {cap} tokens. However, "
+                    f"your input resulted in {count.tokens} tokens.",
+                    param="input",
+                )
+        ctx.reservation = await admit(gateway.backend, principal, ctx.input_tokens or 0)
+
+        body = parsed.body
+        body["model"] = deployment.upstream_model
+        provider = gateway.provider(deployment.provider.name)
+        encoding, _ = gateway.tokens.encoding_for(
+            deployment.upstream_model, deployment.route.tokenizer
+        )
+        return await forward_json(
+            request, ctx, provider, "/embeddings", orjson.dumps(body), encoding
+        )
+
+
+def _model_object(name: str, owner: str) -> dict[str, object]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": owner}
+
+
+async def list_models(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    principal = authenticate(request.headers, gateway.keys)
+    data = []
+    for name in gateway.router.listed_names():
+        if is_allowed(principal, name):
+            deployment = gateway.router.resolve(name)
+            data.append(_model_object(name, deployment.provider.name))
+    return web.json_response(
+        {"object": "list", "data": data}, dumps=lambda obj: orjson.dumps(obj).decode()
+    )
+
+
+async def retrieve_model(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    principal = authenticate(request.headers, gateway.keys)
+    name = request.match_info["model"]
+    deployment = gateway.router.resolve(name)
+    check_allowed(principal, name)
+    return web.json_response(
+        _model_object(name, deployment.provider.name),
+        dumps=lambda obj: orjson.dumps(obj).decode(),
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    problems: dict[str, str] = {}
+    try:
+        await gateway.backend.ping()
+    except GatewayError as exc:
+        problems["backend"] = exc.message
+    try:
+        await gateway.sink.ping()
+    except Exception as exc:  # any sink failure means not ready; reported, not raised
+        problems["ledger"] = f"{type(exc).__name__}: {exc}"
+    if problems:
+        return web.json_response(
+            {"status": "unavailable", "problems": problems}, status=503
+        )
+    return web.json_response({"status": "ready"})

@@ -1,0 +1,230 @@
+"""Forward: send the request upstream and relay the answer.
+
+Streams are relayed event by event as they arrive; the usage-only chunk the
+gateway forced upstream is hidden from clients that did not ask for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+import structlog
+import tiktoken
+from aiohttp import web
+
+from llmgw.errors import UpstreamTimeout, UpstreamUnreachable
+from llmgw.pipeline.context import RequestContext
+from llmgw.protocols.openai import StreamTally, error_event, extract_usage
+from llmgw.protocols.sse import SSEEvent, SSEParser
+from llmgw.providers.openai import OpenAIProvider, forwardable_response_headers
+
+log = structlog.get_logger("llmgw.forward")
+
+_SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+
+def response_headers(
+    upstream: Mapping[str, str], ctx: RequestContext
+) -> dict[str, str]:
+    headers = forwardable_response_headers(upstream)
+    if ctx.reservation is not None:
+        headers.update(ctx.reservation.headers)
+    headers["x-request-id"] = ctx.request_id
+    return headers
+
+
+async def _read_body(
+    response: aiohttp.ClientResponse, provider: OpenAIProvider
+) -> bytes:
+    try:
+        async with asyncio.timeout(provider.config.timeouts.total):
+            return await response.read()
+    except TimeoutError:
+        raise UpstreamTimeout(
+            f"Upstream '{provider.name}' did not finish its response within "
+            f"{provider.config.timeouts.total:g} s."
+        ) from None
+    except aiohttp.ClientError as exc:
+        raise UpstreamUnreachable(
+            f"Upstream '{provider.name}' closed the connection mid-response: "
+            f"{type(exc).__name__}."
+        ) from exc
+
+
+def _tally_message_output(
+    ctx: RequestContext, body: Any, encoding: tiktoken.Encoding
+) -> None:
+    """Count a non-streamed answer locally when the upstream sent no usage."""
+    if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
+        return
+    tally = StreamTally(encoding)
+    for choice in body["choices"]:
+        if isinstance(choice, dict) and isinstance(choice.get("message"), dict):
+            tally.observe({"choices": [{"delta": choice["message"]}]})
+    ctx.output_tally = tally.output_tokens
+
+
+async def forward_json(
+    request: web.Request,
+    ctx: RequestContext,
+    provider: OpenAIProvider,
+    path: str,
+    body: bytes,
+    encoding: tiktoken.Encoding,
+) -> web.Response:
+    """Forward a non-streaming request and return the upstream body as is."""
+    ctx.forwarded = True
+    async with provider.post(path, body, request.headers) as upstream:
+        data = await _read_body(upstream, provider)
+        headers = response_headers(upstream.headers, ctx)
+        status = upstream.status
+    ctx.mark_first_byte()
+
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict):
+        ctx.usage = extract_usage(parsed.get("usage"))
+        if ctx.usage is None:
+            _tally_message_output(ctx, parsed, encoding)
+    ctx.status = status
+    return web.Response(body=data, status=status, headers=headers)
+
+
+class _ClientGone(Exception):
+    """The client closed its connection while the gateway wrote to it."""
+
+
+class _StreamRelay:
+    """Relay one upstream SSE stream to the client, tallying as it goes."""
+
+    def __init__(
+        self,
+        ctx: RequestContext,
+        client: web.StreamResponse,
+        encoding: tiktoken.Encoding,
+        client_wants_usage: bool,
+    ) -> None:
+        self.ctx = ctx
+        self.client = client
+        self.parser = SSEParser()
+        self.tally = StreamTally(encoding)
+        self.client_wants_usage = client_wants_usage
+
+    def _select(self, events: list[SSEEvent]) -> bytes:
+        out = bytearray()
+        for event in events:
+            if event.data and event.data != "[DONE]":
+                try:
+                    chunk = orjson.loads(event.data)
+                except orjson.JSONDecodeError:
+                    chunk = None
+                if isinstance(chunk, dict):
+                    info = self.tally.observe(chunk)
+                    if info.error:
+                        self.ctx.error_type = "upstream_stream_error"
+                    if info.usage_only and not self.client_wants_usage:
+                        continue
+            out += event.raw
+        return bytes(out)
+
+    async def send(self, events: list[SSEEvent]) -> None:
+        data = self._select(events)
+        if not data:
+            return
+        try:
+            await self.client.write(data)
+        except ConnectionResetError as exc:
+            raise _ClientGone from exc
+        self.ctx.mark_first_byte()
+
+    def finish(self) -> None:
+        self.ctx.usage = self.tally.usage
+        self.ctx.output_tally = self.tally.output_tokens
+
+
+async def _relay(
+    relay: _StreamRelay, upstream: aiohttp.ClientResponse, provider: OpenAIProvider
+) -> None:
+    idle = provider.config.timeouts.idle
+    while True:
+        async with asyncio.timeout(idle):
+            chunk = await upstream.content.readany()
+        if not chunk:
+            break
+        await relay.send(relay.parser.feed(chunk))
+    await relay.send(relay.parser.flush())
+
+
+async def forward_stream(
+    request: web.Request,
+    ctx: RequestContext,
+    provider: OpenAIProvider,
+    path: str,
+    body: bytes,
+    encoding: tiktoken.Encoding,
+    client_wants_usage: bool,
+) -> web.StreamResponse:
+    """Forward a streaming request, writing each event as it arrives.
+
+    After the response has started, failures can no longer change the
+    status: an upstream failure becomes an OpenAI error event, and a client
+    that went away cancels the upstream request. Either way the tally so far
+    is kept for the ledger.
+    """
+    ctx.forwarded = True
+    ctx.streamed = True
+    async with provider.post(path, body, request.headers) as upstream:
+        headers = response_headers(upstream.headers, ctx)
+        headers.update(_SSE_HEADERS)
+        client = web.StreamResponse(status=upstream.status, headers=headers)
+        relay = _StreamRelay(ctx, client, encoding, client_wants_usage)
+        try:
+            try:
+                await client.prepare(request)
+            except ConnectionResetError as exc:
+                raise _ClientGone from exc
+            await _relay(relay, upstream, provider)
+        except _ClientGone:
+            ctx.client_aborted = True
+        except TimeoutError:
+            ctx.error_type = UpstreamTimeout.code
+            idle = provider.config.timeouts.idle
+            message = f"Upstream '{provider.name}' sent nothing for {idle:g} s."
+            await _send_error(client, ctx, message, UpstreamTimeout.code)
+        except aiohttp.ClientError as exc:
+            ctx.error_type = UpstreamUnreachable.code
+            log.warning(
+                "upstream_stream_broken", request_id=ctx.request_id, error=repr(exc)
+            )
+            message = f"Upstream '{provider.name}' closed the stream before it ended."
+            await _send_error(client, ctx, message, UpstreamUnreachable.code)
+        finally:
+            relay.finish()
+            if not upstream.content.is_eof():
+                # Stop the upstream generating tokens nobody will read.
+                upstream.close()
+    if not ctx.client_aborted:
+        try:
+            await client.write_eof()
+        except ConnectionResetError:
+            ctx.client_aborted = True
+    return client
+
+
+async def _send_error(
+    client: web.StreamResponse, ctx: RequestContext, message: str, code: str
+) -> None:
+    try:
+        await client.write(error_event(message, "upstream_error", code))
+    except ConnectionResetError:
+        ctx.client_aborted = True

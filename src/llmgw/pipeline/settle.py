@@ -1,0 +1,117 @@
+"""Settle: return the unused reservation, append the usage record, log the
+request line."""
+
+from __future__ import annotations
+
+import structlog
+
+from llmgw.errors import GatewayError
+from llmgw.gateway import Gateway
+from llmgw.ledger.record import UsageRecord
+from llmgw.pipeline.admit import refunds
+from llmgw.pipeline.context import RequestContext
+
+log = structlog.get_logger("llmgw.request")
+
+
+async def _local_input_count(gateway: Gateway, ctx: RequestContext) -> int:
+    if ctx.input_tokens is not None:
+        return ctx.input_tokens
+    if ctx.prompt is None or ctx.deployment is None:
+        return 0
+    deployment = ctx.deployment
+    if ctx.route == "/v1/embeddings":
+        count = gateway.tokens.count_embedding_input(
+            ctx.prompt, deployment.upstream_model, deployment.route.tokenizer
+        )
+    else:
+        count = await gateway.tokens.count_chat_async(
+            ctx.prompt, deployment.upstream_model, deployment.route.tokenizer
+        )
+    ctx.input_tokens = count.tokens
+    ctx.input_estimated = count.estimated
+    return count.tokens
+
+
+async def build_record(gateway: Gateway, ctx: RequestContext) -> UsageRecord:
+    input_tokens = output_tokens = cached = reasoning = 0
+    estimated = False
+    if ctx.usage is not None:
+        input_tokens = ctx.usage.input_tokens
+        output_tokens = ctx.usage.output_tokens
+        cached = ctx.usage.cached_tokens
+        reasoning = ctx.usage.reasoning_tokens
+    elif ctx.forwarded:
+        # The upstream reported nothing (or the stream was cut before it
+        # did): bill the local prompt count and the chunk-by-chunk tally.
+        input_tokens = await _local_input_count(gateway, ctx)
+        output_tokens = ctx.output_tally
+        estimated = True
+
+    principal = ctx.principal
+    deployment = ctx.deployment
+    return UsageRecord(
+        request_id=ctx.request_id,
+        ts=ctx.ts,
+        route=ctx.route,
+        key_name=principal.key_name if principal else None,
+        tenant=principal.tenant if principal else None,
+        model=ctx.model,
+        provider=deployment.provider.name if deployment else None,
+        upstream_model=deployment.upstream_model if deployment else None,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cached_tokens=cached,
+        reasoning_tokens=reasoning,
+        estimated=estimated,
+        status=ctx.status,
+        error_type=ctx.error_type,
+        latency_ms=round(ctx.latency_ms, 3),
+        ttft_ms=round(ctx.ttft_ms, 3) if ctx.ttft_ms is not None else None,
+        streamed=ctx.streamed,
+        client_aborted=ctx.client_aborted,
+    )
+
+
+async def settle(gateway: Gateway, ctx: RequestContext) -> None:
+    """Record the request exactly once, whatever its outcome."""
+    record = await build_record(gateway, ctx)
+    returned = refunds(ctx.reservation, record.input_tokens + record.output_tokens)
+    try:
+        if ctx.reservation is not None and ctx.reservation.charges:
+            await gateway.backend.settle(returned, record)
+        else:
+            await gateway.backend.append_record(record)
+    except GatewayError as exc:
+        # NOTE: with the back end down the record exists only in this log
+        # line; there is no local spool yet to replay it from.
+        log.error(
+            "ledger_write_failed",
+            request_id=ctx.request_id,
+            error=exc.message,
+            record=record.to_fields(),
+        )
+    _log_request(gateway, ctx, record)
+
+
+def _log_request(gateway: Gateway, ctx: RequestContext, record: UsageRecord) -> None:
+    fields: dict[str, object] = {
+        "request_id": record.request_id,
+        "route": record.route,
+        "model": record.model,
+        "provider": record.provider,
+        "key_name": record.key_name,
+        "tenant": record.tenant,
+        "status": record.status,
+        "error_type": record.error_type,
+        "input_tokens": record.input_tokens,
+        "output_tokens": record.output_tokens,
+        "estimated": record.estimated,
+        "streamed": record.streamed,
+        "client_aborted": record.client_aborted,
+        "latency_ms": record.latency_ms,
+        "ttft_ms": record.ttft_ms,
+    }
+    if gateway.config.logging.log_prompts and ctx.prompt is not None:
+        fields["prompt"] = ctx.prompt
+    log.info("request", **fields)

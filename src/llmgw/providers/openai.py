@@ -1,0 +1,166 @@
+"""OpenAI and OpenAI-compatible upstreams (OpenAI, vLLM, llama.cpp, Ollama).
+
+The provider swaps credentials, drops hop-by-hop headers, applies the
+connect and first-byte timeouts, and translates aiohttp's errors into the
+gateway's own at this boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+import aiohttp
+
+from llmgw.config import ProviderConfig
+from llmgw.errors import UpstreamHTTPError, UpstreamTimeout, UpstreamUnreachable
+
+# RFC 9110 section 7.6.1, plus the older Keep-Alive and Proxy-* names.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+# Client headers that never go upstream: credentials (the provider key is
+# injected instead), headers aiohttp computes itself, and account selectors
+# that belong to the caller's own provider account, not the gateway's.
+_DROPPED_REQUEST_HEADERS = HOP_BY_HOP | {
+    "authorization",
+    "x-api-key",
+    "x-goog-api-key",
+    "api-key",
+    "cookie",
+    "host",
+    "content-length",
+    "content-type",
+    "accept-encoding",
+    "openai-organization",
+    "openai-project",
+    "expect",
+}
+
+# Upstream headers that never reach the client: framing that the gateway
+# redoes, and facts about the organisation's provider account.
+_DROPPED_RESPONSE_HEADERS = HOP_BY_HOP | {
+    "content-length",
+    "content-encoding",
+    "set-cookie",
+    "openai-organization",
+    "openai-project",
+    "x-request-id",
+}
+
+_MAX_ERROR_BODY = 1024 * 1024
+
+
+def _connection_tokens(headers: Mapping[str, str]) -> set[str]:
+    """Header names listed in Connection, which are hop-by-hop too."""
+    value = headers.get("Connection", "")
+    return {token.strip().lower() for token in value.split(",") if token.strip()}
+
+
+def forwardable_response_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    listed = _connection_tokens(headers)
+    return {
+        name: value
+        for name, value in headers.items()
+        if name.lower() not in _DROPPED_RESPONSE_HEADERS
+        and name.lower() not in listed
+        and not name.lower().startswith("x-ratelimit-")
+    }
+
+
+class OpenAIProvider:
+    def __init__(self, config: ProviderConfig, session: aiohttp.ClientSession) -> None:
+        self.config = config
+        self.name = config.name
+        self.kind = config.kind
+        self._session = session
+        self._base_url = config.base_url.rstrip("/")
+        self._api_key = config.api_key.value
+
+    def request_headers(self, incoming: Mapping[str, str]) -> dict[str, str]:
+        listed = _connection_tokens(incoming)
+        headers = {
+            name: value
+            for name, value in incoming.items()
+            if name.lower() not in _DROPPED_REQUEST_HEADERS
+            and name.lower() not in listed
+        }
+        headers["Content-Type"] = "application/json"
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        return headers
+
+    def scrub(self, data: bytes) -> bytes:
+        """Remove the provider key from text an upstream echoed back."""
+        if not self._api_key:
+            return data
+        return data.replace(self._api_key.encode(), b"<redacted>")
+
+    @asynccontextmanager
+    async def post(
+        self, path: str, body: bytes, incoming: Mapping[str, str]
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """POST ``body`` and yield the response once its headers arrived.
+
+        Raises ``UpstreamHTTPError`` for an error status, with the body read
+        and scrubbed, and the gateway's timeout and connection errors for
+        failures before the headers.
+        """
+        timeouts = self.config.timeouts
+        client_timeout = aiohttp.ClientTimeout(
+            total=None, connect=timeouts.connect, sock_read=None
+        )
+        url = f"{self._base_url}{path}"
+        try:
+            async with asyncio.timeout(timeouts.first_byte):
+                response = await self._session.post(
+                    url,
+                    data=body,
+                    headers=self.request_headers(incoming),
+                    timeout=client_timeout,
+                )
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"Upstream '{self.name}' sent no response within "
+                f"{timeouts.first_byte:g} s."
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnreachable(
+                f"Upstream '{self.name}' is unreachable: {type(exc).__name__}."
+            ) from exc
+
+        try:
+            if response.status >= 400:
+                raise await self._error_from(response)
+            yield response
+        except BaseException:
+            # Closing, not releasing, so a half-read body never goes back to
+            # the pool and the upstream sees the request cancelled.
+            response.close()
+            raise
+        response.release()
+
+    async def _error_from(self, response: aiohttp.ClientResponse) -> UpstreamHTTPError:
+        try:
+            async with asyncio.timeout(self.config.timeouts.idle):
+                body = await response.content.read(_MAX_ERROR_BODY)
+        except (TimeoutError, aiohttp.ClientError):
+            body = b""
+        return UpstreamHTTPError(
+            status=response.status,
+            body=self.scrub(body),
+            content_type=response.headers.get("Content-Type", "application/json"),
+            headers=forwardable_response_headers(response.headers),
+        )

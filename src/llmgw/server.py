@@ -1,0 +1,158 @@
+"""The aiohttp application: routes, the error middleware, start and stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import orjson
+import structlog
+from aiohttp import web
+
+from llmgw import handlers
+from llmgw.config import Config
+from llmgw.errors import (
+    GatewayError,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    UpstreamHTTPError,
+)
+from llmgw.gateway import Gateway
+from llmgw.handlers import GATEWAY
+from llmgw.ledger.drain import LedgerDrainer
+from llmgw.ledger.sink import open_sink
+from llmgw.limits import open_backend
+from llmgw.pipeline.authenticate import KeyStore
+from llmgw.pipeline.policy import Router
+from llmgw.providers import build_providers
+from llmgw.tokens import TokenCounter
+
+log = structlog.get_logger("llmgw.server")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(error: GatewayError) -> web.Response:
+    """The one place that turns a gateway error into an HTTP response."""
+    if isinstance(error, UpstreamHTTPError):
+        headers = dict(error.headers)
+        headers["Content-Type"] = error.content_type
+        return web.Response(
+            body=error.body, status=error.upstream_status, headers=headers
+        )
+    return web.Response(
+        body=orjson.dumps(error.openai_body()),
+        status=error.http_status,
+        headers={**error.headers, "Content-Type": "application/json"},
+    )
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Handler
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except GatewayError as exc:
+        return error_response(exc)
+    except web.HTTPNotFound:
+        return error_response(
+            NotFound(f"Unknown path: {request.method} {request.path}")
+        )
+    except web.HTTPMethodNotAllowed:
+        return error_response(
+            MethodNotAllowed(
+                f"Method {request.method} is not allowed on {request.path}."
+            )
+        )
+    except web.HTTPException:
+        raise
+    except Exception:
+        # Logged with its traceback where it happened (request_scope) or here;
+        # the client gets no internal detail.
+        log.exception("unhandled_error", path=request.path)
+        return error_response(
+            InternalError("The gateway failed to handle the request.")
+        )
+
+
+async def build_gateway(config: Config, session: aiohttp.ClientSession) -> Gateway:
+    backend = await open_backend(config)
+    sink = open_sink(config.ledger.sink)
+    await sink.open()
+    consumer = f"{socket.gethostname()}-{os.getpid()}"
+    return Gateway(
+        config=config,
+        keys=KeyStore(config.keys),
+        router=Router(config),
+        tokens=TokenCounter(),
+        backend=backend,
+        sink=sink,
+        drainer=LedgerDrainer(backend, sink, consumer=consumer),
+        providers=build_providers(config.providers, session),
+    )
+
+
+def create_app(config: Config) -> web.Application:
+    app = web.Application(middlewares=[error_middleware])
+    app.router.add_post("/v1/chat/completions", handlers.chat_completions)
+    app.router.add_post("/v1/embeddings", handlers.embeddings)
+    app.router.add_get("/v1/models", handlers.list_models)
+    app.router.add_get("/v1/models/{model:.+}", handlers.retrieve_model)
+    app.router.add_get("/healthz", handlers.healthz)
+    app.router.add_get("/readyz", handlers.readyz)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300)
+        session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+        gateway = await build_gateway(config, session)
+        app[GATEWAY] = gateway
+        gateway.drainer.start()
+        try:
+            yield
+        finally:
+            # In-flight requests have finished by now; settle what they left,
+            # then move every ledger record to the durable sink.
+            await gateway.wait_background()
+            await gateway.drainer.stop()
+            await gateway.backend.close()
+            await gateway.sink.close()
+            await session.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+async def serve(config: Config, *, reuse_port: bool = False) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    app = create_app(config)
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,
+        shutdown_timeout=config.server.shutdown_timeout,
+        access_log=None,
+    )
+    await runner.setup()
+    site = web.TCPSite(
+        runner,
+        config.server.host,
+        config.server.port,
+        reuse_port=reuse_port or None,
+        shutdown_timeout=config.server.shutdown_timeout,
+    )
+    await site.start()
+    log.info("listening", address=site.name, config=config.source)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("stopping", reason="signal")
+    await runner.cleanup()
+    log.info("stopped")

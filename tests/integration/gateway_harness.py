@@ -1,0 +1,125 @@
+"""Run the gateway in-process on loopback against a mock upstream."""
+
+from __future__ import annotations
+
+import sqlite3
+import textwrap
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp.test_utils import TestServer
+
+from llmgw.config import Config, parse_config
+from llmgw.gateway import Gateway
+from llmgw.handlers import GATEWAY
+from llmgw.server import create_app
+from tests.integration.mock_upstream import PROVIDER_KEY, MockUpstream
+
+DEV_KEY = "sk-test-dev-key"
+LIMITED_KEY = "sk-test-limited-key"
+TOKENS_KEY = "sk-test-tokens-key"
+GPT_ONLY_KEY = "sk-test-gpt-only"
+
+
+def gateway_config(
+    upstream_url: str, sink: Path, redis_url: str | None, prefix: str, extra: str = ""
+) -> Config:
+    redis = (
+        f"redis: {{url: '{redis_url}', key_prefix: '{prefix}'}}" if redis_url else ""
+    )
+    text = textwrap.dedent(
+        f"""\
+        server: {{listen: '127.0.0.1:4000', max_body_bytes: 20000}}
+        {redis}
+        ledger: {{sink: 'sqlite:///{sink}'}}
+        providers:
+          - name: mock
+            kind: openai-compatible
+            base_url: '{upstream_url}/v1'
+            api_key: {PROVIDER_KEY}
+            timeouts: {{connect: 2, first_byte: 1, idle: 1, total: 5}}
+        models:
+          - name: small
+            provider: mock
+            upstream_model: small-v2
+            max_output_tokens: 50
+          - {{name: gpt-4o, provider: mock, max_input_tokens: 40}}
+          - {{name: embed, provider: mock, upstream_model: text-embedding-3-small}}
+        keys:
+          - {{name: dev, key: {DEV_KEY}, tenant: acme}}
+          - name: limited
+            key: {LIMITED_KEY}
+            limits: {{requests_per_minute: 2}}
+          - name: tokens
+            key: {TOKENS_KEY}
+            max_output_tokens: 20
+            limits: {{tokens_per_minute: 200}}
+          - {{name: gpt-only, key: {GPT_ONLY_KEY}, models: ['gpt-*']}}
+        policies: {{max_output_tokens: 100}}
+        {extra}
+        """
+    )
+    return parse_config(text, "test.yaml")
+
+
+@dataclass
+class Harness:
+    base_url: str
+    upstream: MockUpstream
+    gateway: Gateway
+    session: aiohttp.ClientSession
+    sink_path: Path
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    async def post(
+        self, path: str, body: Any, key: str | None = DEV_KEY, **kwargs: Any
+    ) -> aiohttp.ClientResponse:
+        headers = dict(kwargs.pop("headers", {}))
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
+        return await self.session.post(
+            self.url(path), json=body, headers=headers, **kwargs
+        )
+
+    async def ledger_rows(self) -> list[dict[str, Any]]:
+        """Drain the back end's stream into the sink, then read the sink."""
+        await self.gateway.wait_background()
+        await self.gateway.drainer.drain_once()
+        with sqlite3.connect(self.sink_path) as db:
+            db.row_factory = sqlite3.Row
+            rows = db.execute("SELECT * FROM llmgw_usage ORDER BY ts").fetchall()
+        return [dict(row) for row in rows]
+
+
+@asynccontextmanager
+async def running_gateway(
+    tmp_path: Path, redis_url: str | None, prefix: str, extra: str = ""
+) -> AsyncIterator[Harness]:
+    upstream = MockUpstream()
+    upstream_server = TestServer(upstream.app(), host="127.0.0.1")
+    await upstream_server.start_server()
+    sink = tmp_path / "ledger.db"
+    config = gateway_config(
+        str(upstream_server.make_url("")).rstrip("/"), sink, redis_url, prefix, extra
+    )
+    app = create_app(config)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as session:
+            yield Harness(
+                base_url=str(server.make_url("")).rstrip("/"),
+                upstream=upstream,
+                gateway=app[GATEWAY],
+                session=session,
+                sink_path=sink,
+            )
+    finally:
+        await server.close()
+        await upstream_server.close()
