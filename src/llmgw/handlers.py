@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from fnmatch import fnmatchcase
 
 import orjson
 import structlog
@@ -189,14 +190,40 @@ def _model_object(name: str, owner: str) -> dict[str, object]:
     return {"id": name, "object": "model", "created": 0, "owned_by": owner}
 
 
+async def _glob_route_models(
+    gateway: Gateway, principal: Principal, seen: set[str]
+) -> list[dict[str, object]]:
+    """Models behind glob routes, as their providers list them."""
+    found: list[dict[str, object]] = []
+    for pattern, provider_name in gateway.router.glob_routes():
+        try:
+            upstream_ids = await gateway.provider(provider_name).list_models()
+        except GatewayError as exc:
+            log.warning("model_list_failed", provider=provider_name, error=exc.message)
+            continue
+        for name in upstream_ids:
+            if name in seen or not fnmatchcase(name, pattern):
+                continue
+            # Only names that route here: an earlier route may claim them.
+            if gateway.router.resolve(name).provider.name != provider_name:
+                continue
+            if is_allowed(principal, name):
+                seen.add(name)
+                found.append(_model_object(name, provider_name))
+    return found
+
+
 async def list_models(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     principal = authenticate(request.headers, gateway.keys)
     data = []
+    seen: set[str] = set()
     for name in gateway.router.listed_names():
         if is_allowed(principal, name):
             deployment = gateway.router.resolve(name)
             data.append(_model_object(name, deployment.provider.name))
+            seen.add(name)
+    data += await _glob_route_models(gateway, principal, seen)
     return web.json_response(
         {"object": "list", "data": data}, dumps=lambda obj: orjson.dumps(obj).decode()
     )

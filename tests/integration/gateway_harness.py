@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import time
 import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -49,6 +51,7 @@ def gateway_config(
             max_output_tokens: 50
           - {{name: gpt-4o, provider: mock, max_input_tokens: 40}}
           - {{name: embed, provider: mock, upstream_model: text-embedding-3-small}}
+          - {{name: 'mock-*', provider: mock}}
         keys:
           - {{name: dev, key: {DEV_KEY}, tenant: acme}}
           - name: limited
@@ -90,11 +93,42 @@ class Harness:
     async def ledger_rows(self) -> list[dict[str, Any]]:
         """Drain the back end's stream into the sink, then read the sink."""
         await self.gateway.wait_background()
-        await self.gateway.drainer.drain_once()
+        while await self.gateway.drainer.drain_once():
+            pass
         with sqlite3.connect(self.sink_path) as db:
             db.row_factory = sqlite3.Row
             rows = db.execute("SELECT * FROM llmgw_usage ORDER BY ts").fetchall()
         return [dict(row) for row in rows]
+
+
+# The longest the event loop may go without running a ready task while a
+# test runs. Far above normal scheduling noise, far below a blocking call
+# such as a synchronous network read or a big prompt counted on the loop.
+MAX_LOOP_STALL = 0.5
+
+
+class LoopWatchdog:
+    """Measure the longest stall of the event loop while it runs."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self.interval = interval
+        self.worst = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _watch(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(self.interval)
+            late = time.perf_counter() - before - self.interval
+            self.worst = max(self.worst, late)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._watch())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
 
 
 @asynccontextmanager
@@ -111,6 +145,8 @@ async def running_gateway(
     app = create_app(config)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
+    watchdog = LoopWatchdog()
+    watchdog.start()
     try:
         async with aiohttp.ClientSession() as session:
             yield Harness(
@@ -121,5 +157,9 @@ async def running_gateway(
                 sink_path=sink,
             )
     finally:
+        await watchdog.stop()
         await server.close()
         await upstream_server.close()
+    assert watchdog.worst < MAX_LOOP_STALL, (
+        f"the event loop stalled for {watchdog.worst:.3f} s during the test"
+    )

@@ -37,6 +37,7 @@ class MockUpstream:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/embeddings", self.embeddings)
+        app.router.add_get("/v1/models", self.models)
         return app
 
     async def _record(self, request: web.Request) -> dict[str, Any]:
@@ -129,6 +130,13 @@ class MockUpstream:
             raise
         await response.write_eof()
         return response
+
+    async def models(self, request: web.Request) -> web.Response:
+        self.requests.append(SeenRequest(request.path, dict(request.headers), {}))
+        names = ["mock-a", "mock-b", "other", "small"]
+        return web.json_response(
+            {"object": "list", "data": [{"id": n, "object": "model"} for n in names]}
+        )
 
     async def embeddings(self, request: web.Request) -> web.Response:
         body = await self._record(request)

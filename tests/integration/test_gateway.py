@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 import redis.asyncio
+from structlog.testing import capture_logs
 
 from tests.integration.gateway_harness import (
     DEV_KEY,
@@ -20,6 +21,7 @@ from tests.integration.gateway_harness import (
     LIMITED_KEY,
     TOKENS_KEY,
     Harness,
+    LoopWatchdog,
     running_gateway,
 )
 from tests.integration.mock_upstream import PROVIDER_KEY
@@ -420,7 +422,11 @@ async def test_models_lists_only_allowed(gw: Harness) -> None:
         gw.url("/v1/models"), headers={"Authorization": f"Bearer {DEV_KEY}"}
     )
     names = sorted(m["id"] for m in (await response.json())["data"])
-    assert names == ["embed", "gpt-4o", "small"]
+    # mock-a and mock-b come from the provider's own list through the
+    # "mock-*" glob route; "small" is listed once, from its exact route.
+    assert names == ["embed", "gpt-4o", "mock-a", "mock-b", "small"]
+    listing = gw.upstream.requests[-1]
+    assert listing.headers["Authorization"] == f"Bearer {PROVIDER_KEY}"
 
 
 async def test_embeddings_forwarded_and_recorded(gw: Harness) -> None:
@@ -443,3 +449,33 @@ async def test_unknown_path_is_openai_shaped_404(gw: Harness) -> None:
     response = await gw.session.get(gw.url("/v1/nothing"))
     assert response.status == 404
     assert (await error_of(response))["code"] == "not_found"
+
+
+async def test_request_log_line_has_no_key_or_prompt(gw: Harness) -> None:
+    secret_prompt = "my-secret-prompt-text"
+    body = {"model": "small", "messages": [{"role": "user", "content": secret_prompt}]}
+    with capture_logs() as logs:
+        response = await gw.post(CHAT, body)
+        assert response.status == 200
+        await gw.post(CHAT, body, key="sk-wrong-key-in-log")
+        await gw.ledger_rows()
+    lines = [entry for entry in logs if entry["event"] == "request"]
+    assert [line["status"] for line in lines] == [200, 401]
+    first = lines[0]
+    assert first["request_id"] == response.headers["x-request-id"]
+    assert first["key_name"] == "dev"
+    assert first["input_tokens"] == 11
+    assert first["output_tokens"] == 3
+    text = repr(logs)
+    for secret in (DEV_KEY, "sk-wrong-key-in-log", PROVIDER_KEY, secret_prompt):
+        assert secret not in text
+
+
+async def test_loop_watchdog_sees_a_blocking_call() -> None:
+    watchdog = LoopWatchdog(interval=0.01)
+    watchdog.start()
+    await asyncio.sleep(0.03)
+    time.sleep(0.3)  # deliberately blocks the loop
+    await asyncio.sleep(0.03)
+    await watchdog.stop()
+    assert watchdog.worst >= 0.25

@@ -60,8 +60,12 @@ class Router:
         )
 
     def listed_names(self) -> list[str]:
-        """Concrete model names for /v1/models; glob routes list nothing."""
+        """The model names configured one by one, without glob routes."""
         return list(self._exact)
+
+    def glob_routes(self) -> list[tuple[str, str]]:
+        """(pattern, provider name) of each glob route, in config order."""
+        return [(model.name, provider.name) for model, provider in self._globs]
 
 
 def is_allowed(principal: Principal, model: str) -> bool:

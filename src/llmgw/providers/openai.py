@@ -8,10 +8,12 @@ gateway's own at this boundary.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 import aiohttp
+import orjson
 
 from llmgw.config import ProviderConfig
 from llmgw.errors import UpstreamHTTPError, UpstreamTimeout, UpstreamUnreachable
@@ -61,6 +63,8 @@ _DROPPED_RESPONSE_HEADERS = HOP_BY_HOP | {
 }
 
 _MAX_ERROR_BODY = 1024 * 1024
+# Seconds a provider's model list is reused for /v1/models.
+_MODEL_LIST_TTL = 60.0
 
 
 def _connection_tokens(headers: Mapping[str, str]) -> set[str]:
@@ -88,6 +92,7 @@ class OpenAIProvider:
         self._session = session
         self._base_url = config.base_url.rstrip("/")
         self._api_key = config.api_key.value
+        self._model_list: tuple[float, list[str]] | None = None
 
     def request_headers(self, incoming: Mapping[str, str]) -> dict[str, str]:
         listed = _connection_tokens(incoming)
@@ -107,6 +112,41 @@ class OpenAIProvider:
         if not self._api_key:
             return data
         return data.replace(self._api_key.encode(), b"<redacted>")
+
+    async def list_models(self) -> list[str]:
+        """Return the model ids the upstream's ``GET /models`` lists, cached
+        for a minute. Raises the gateway's upstream errors on failure."""
+        now = time.monotonic()
+        if self._model_list is not None and now - self._model_list[0] < _MODEL_LIST_TTL:
+            return self._model_list[1]
+        headers = self.request_headers({})
+        timeouts = self.config.timeouts
+        try:
+            async with asyncio.timeout(timeouts.first_byte):
+                async with self._session.get(
+                    f"{self._base_url}/models", headers=headers
+                ) as response:
+                    if response.status >= 400:
+                        raise await self._error_from(response)
+                    body = orjson.loads(await response.read())
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"Upstream '{self.name}' did not list its models within "
+                f"{timeouts.first_byte:g} s."
+            ) from None
+        except (aiohttp.ClientError, orjson.JSONDecodeError) as exc:
+            raise UpstreamUnreachable(
+                f"Upstream '{self.name}' failed to list its models: "
+                f"{type(exc).__name__}."
+            ) from exc
+        data = body.get("data") if isinstance(body, dict) else None
+        ids = [
+            item["id"]
+            for item in (data if isinstance(data, list) else [])
+            if isinstance(item, dict) and isinstance(item.get("id"), str)
+        ]
+        self._model_list = (now, ids)
+        return ids
 
     @asynccontextmanager
     async def post(
