@@ -475,7 +475,7 @@ async def test_loop_watchdog_sees_a_blocking_call() -> None:
     watchdog = LoopWatchdog(interval=0.01)
     watchdog.start()
     await asyncio.sleep(0.03)
-    time.sleep(0.3)  # deliberately blocks the loop
+    time.sleep(0.3)  # noqa: ASYNC251 - the test blocks the loop on purpose
     await asyncio.sleep(0.03)
     await watchdog.stop()
     assert watchdog.worst >= 0.25
