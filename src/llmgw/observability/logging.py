@@ -60,6 +60,9 @@ def configure_logging(level: str = "info") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             _LEVELS.get(level, logging.INFO)
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        # WriteLogger writes each line and its newline in one write(), so the
+        # lines of several worker processes sharing stdout never interleave
+        # (print() makes two writes when Python runs unbuffered).
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stdout),
         cache_logger_on_first_use=True,
     )
