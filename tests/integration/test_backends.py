@@ -133,6 +133,16 @@ async def test_negative_settle_delays_next_request(backend: Backend) -> None:
     assert rejected.retry_after == pytest.approx(4 / SLOW, rel=0.01)
 
 
+async def test_settle_debt_stops_at_capacity(backend: Backend) -> None:
+    bucket = slow_bucket("key:a:tokens", 10)
+
+    await backend.admit([Charge(bucket, 10)])
+    await backend.settle([Charge(bucket, -5000)], make_record("r1"))
+    probe = await backend.admit([Charge(bucket, 0)])
+
+    assert probe.states[0].remaining == pytest.approx(-10, abs=0.01)
+
+
 async def test_invalid_charges_rejected(backend: Backend) -> None:
     bucket = slow_bucket("key:a:tokens", 10)
 

@@ -71,6 +71,7 @@ def test_refill_pays_off_negative_tokens() -> None:
         pytest.param(5.0, 3.0, 8.0, id="adds"),
         pytest.param(9.0, 3.0, 10.0, id="caps-at-capacity"),
         pytest.param(2.0, -5.0, -3.0, id="negative-goes-below-zero"),
+        pytest.param(2.0, -500.0, -10.0, id="debt-stops-at-capacity"),
     ],
 )
 def test_refund(tokens: float, amount: float, expected: float) -> None:

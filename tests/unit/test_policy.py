@@ -15,10 +15,21 @@ from llmgw.config import (
     PolicyConfig,
     ProviderConfig,
 )
-from llmgw.errors import AuthenticationFailed, ModelNotAllowed, ModelNotFound
+from llmgw.errors import (
+    AuthenticationFailed,
+    ModelNotAllowed,
+    ModelNotFound,
+    RateLimited,
+)
 from llmgw.limits.base import Bucket, BucketState
-from llmgw.pipeline.admit import format_duration, ratelimit_headers
-from llmgw.pipeline.authenticate import KeyStore, authenticate, credential_from_headers
+from llmgw.limits.memory import MemoryBackend
+from llmgw.pipeline.admit import admit, format_duration, ratelimit_headers
+from llmgw.pipeline.authenticate import (
+    KeyStore,
+    Principal,
+    authenticate,
+    credential_from_headers,
+)
 from llmgw.pipeline.policy import (
     Router,
     apply_output_cap,
@@ -192,3 +203,25 @@ def test_ratelimit_headers_per_kind() -> None:
         "x-ratelimit-remaining-tokens": "0",
         "x-ratelimit-reset-tokens": "1m3s",
     }
+
+
+async def test_too_large_request_blames_token_bucket() -> None:
+    principal = Principal(
+        key_name="both",
+        tenant=None,
+        models=None,
+        limits=KeyLimits(requests_per_minute=1, tokens_per_minute=100),
+        max_input_tokens=None,
+        max_output_tokens=None,
+    )
+    backend = MemoryBackend()
+    await admit(backend, principal, 10)
+
+    # The request bucket is empty now, but the token charge could never fit:
+    # the error must name tokens and say that retrying will not help.
+    with pytest.raises(RateLimited) as rejected:
+        await admit(backend, principal, 500)
+    assert rejected.value.limit_kind == "tokens"
+    assert rejected.value.retry_after is None
+    assert rejected.value.headers["x-should-retry"] == "false"
+    assert "500 tokens" in rejected.value.message

@@ -39,9 +39,12 @@ def refund(bucket: Bucket, tokens: float, amount: float) -> float:
     """Return ``tokens`` after giving back ``amount``, capped at the capacity.
 
     A negative amount takes tokens and may leave the bucket below zero, which
-    then delays later requests until the refill covers the debt.
+    then delays later requests until the refill covers the debt. The debt
+    stops at one capacity, so one request that used far more than it
+    reserved (no output cap, a huge answer) locks its key out for at most
+    two full refill periods, not for days.
     """
-    return min(bucket.capacity, tokens + amount)
+    return max(-bucket.capacity, min(bucket.capacity, tokens + amount))
 
 
 def validate_charges(charges: Sequence[Charge]) -> None:

@@ -69,6 +69,12 @@ def ratelimit_headers(states: Sequence[BucketState]) -> dict[str, str]:
 
 def _rejection(admission: Admission, charges: Sequence[Charge]) -> RateLimited:
     bucket = admission.short_bucket
+    if admission.retry_after is None:
+        # Blame the bucket the request can never fit, not merely the first
+        # one that happened to be short.
+        bucket = next(
+            (c.bucket for c in charges if c.amount > c.bucket.capacity), bucket
+        )
     kind = bucket.kind if bucket else "requests"
     headers = ratelimit_headers(admission.states)
     limit = int(bucket.capacity) if bucket else 0

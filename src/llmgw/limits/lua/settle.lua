@@ -3,7 +3,8 @@
 -- KEYS[1..n]: the hashes of the refunded buckets; KEYS[n + 1]: the ledger
 -- stream.
 -- ARGV[1]: n. Then three per bucket: capacity, refill per second, amount
--- (negative takes more and may leave the bucket below zero). Then the record
+-- (negative takes more and may leave the bucket below zero, down to minus
+-- its capacity). Then the record
 -- as field, value pairs for XADD.
 -- Returns the stream entry id.
 --
@@ -25,7 +26,8 @@ for i = 1, n do
       local elapsed = math.max(0, now - tonumber(state[2]))
       tokens = math.min(capacity, tonumber(state[1]) + elapsed * rate)
     end
-    tokens = math.min(capacity, tokens + amount)
+    -- The debt stops at one capacity, as in buckets.refund.
+    tokens = math.max(-capacity, math.min(capacity, tokens + amount))
     redis.call('HSET', KEYS[i],
       'tokens', string.format('%.17g', tokens),
       'ts', string.format('%.17g', now))
