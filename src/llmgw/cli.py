@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
 import structlog
@@ -30,36 +33,103 @@ def _run_loop(coro_factory: object) -> None:
     uvloop.run(coro_factory())  # type: ignore[operator]
 
 
-def _worker_main(config: Config, reuse_port: bool) -> None:
-    from llmgw.server import serve
+def _worker_main(config: Config, reuse_port: bool) -> int:
+    """Serve in this process until SIGTERM; return the exit code."""
+    from llmgw.server import StartupError, serve
 
     configure_logging(config.logging.level)
-    _run_loop(lambda: serve(config, reuse_port=reuse_port))
+    try:
+        _run_loop(lambda: serve(config, reuse_port=reuse_port))
+    except StartupError as exc:
+        log.error("startup_failed", error=str(exc))
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def _worker_process(config: Config) -> None:
+    sys.exit(_worker_main(config, reuse_port=True))
+
+
+# A worker that exits sooner than this after its start failed to start (a
+# port in use, a sink that is down): restarting it would only loop.
+_MIN_WORKER_LIFETIME = 5.0
+
+
+class _Supervisor:
+    """Run worker processes on one port with SO_REUSEPORT.
+
+    SIGTERM and SIGINT are passed on to every worker. A worker that dies
+    while the others serve is logged and replaced, unless it died right
+    after its start, which stops them all.
+    """
+
+    def __init__(self, config: Config, workers: int) -> None:
+        self._config = config
+        self._context = multiprocessing.get_context("spawn")
+        self._processes: dict[int, multiprocessing.process.BaseProcess] = {}
+        self._started_at: dict[int, float] = {}
+        self._stopping = False
+        self._failed = False
+        for index in range(workers):
+            self._start(index)
+
+    def _start(self, index: int) -> None:
+        process = self._context.Process(
+            target=_worker_process, args=(self._config,), name=f"llmgw-worker-{index}"
+        )
+        process.start()
+        self._processes[index] = process
+        self._started_at[index] = time.monotonic()
+        log.info("worker_started", worker=index, worker_pid=process.pid)
+
+    def signal_all(self, signum: int, _frame: FrameType | None = None) -> None:
+        self._stopping = True
+        for process in self._processes.values():
+            if process.exitcode is None and process.pid is not None:
+                os.kill(process.pid, signum)
+
+    def _reap(self, index: int, process: multiprocessing.process.BaseProcess) -> None:
+        code = process.exitcode
+        if self._stopping:
+            if code != 0:
+                self._failed = True
+                log.error(
+                    "worker_failed",
+                    worker=index,
+                    worker_pid=process.pid,
+                    exit_code=code,
+                )
+            return
+        log.error("worker_exited", worker=index, worker_pid=process.pid, exit_code=code)
+        if time.monotonic() - self._started_at[index] < _MIN_WORKER_LIFETIME:
+            self._failed = True
+            self.signal_all(signal.SIGTERM)
+            return
+        self._start(index)
+
+    def run(self) -> int:
+        reaped: set[int] = set()
+        while len(reaped) < len(self._processes):
+            running = [
+                p.sentinel for i, p in self._processes.items() if i not in reaped
+            ]
+            multiprocessing.connection.wait(running, timeout=1.0)
+            for index, process in list(self._processes.items()):
+                if index in reaped or process.exitcode is None:
+                    continue
+                self._reap(index, process)
+                if self._processes[index] is process:
+                    reaped.add(index)
+        return 1 if self._failed else 0
 
 
 def _serve_workers(config: Config, workers: int) -> int:
-    """Start ``workers`` processes on one port with SO_REUSEPORT; forward
-    SIGTERM and SIGINT to them and wait for all to exit."""
-    context = multiprocessing.get_context("spawn")
-    processes = [
-        context.Process(
-            target=_worker_main, args=(config, True), name=f"llmgw-worker-{i}"
-        )
-        for i in range(workers)
-    ]
-    for process in processes:
-        process.start()
-
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        for process in processes:
-            if process.is_alive() and process.pid is not None:
-                os.kill(process.pid, signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for process in processes:
-        process.join()
-    return max((process.exitcode or 0) for process in processes)
+    configure_logging(config.logging.level)
+    supervisor = _Supervisor(config, workers)
+    signal.signal(signal.SIGTERM, supervisor.signal_all)
+    signal.signal(signal.SIGINT, supervisor.signal_all)
+    return supervisor.run()
 
 
 def _load(path: str | None) -> Config:
@@ -98,8 +168,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         return 2
     if workers == 1:
-        _worker_main(config, reuse_port=False)
-        return 0
+        return _worker_main(config, reuse_port=False)
     return _serve_workers(config, workers)
 
 
@@ -124,7 +193,27 @@ async def _usage(config: Config, by: str, fmt: str) -> str:
 
 def cmd_usage(args: argparse.Namespace) -> int:
     config = load_config(args.config) if args.config else default_config().config
-    print(asyncio.run(_usage(config, args.by, args.format)))
+    sink = config.ledger.sink
+    if sink.startswith("sqlite:///"):
+        path = Path(sink.removeprefix("sqlite:///"))
+        if not path.is_file():
+            # Opening it would create an empty ledger and report nothing.
+            print(
+                f"error: no ledger at {path}: the sink is {sink} from "
+                f"{config.source}; run from the gateway's folder or pass --config.",
+                file=sys.stderr,
+            )
+            return 1
+    try:
+        print(asyncio.run(_usage(config, args.by, args.format)), end="")
+    except Exception as exc:
+        # A sink that is down or a database that does not exist: one line,
+        # no traceback. The message names no password (drivers omit it).
+        print(
+            f"error: cannot read the ledger sink: {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

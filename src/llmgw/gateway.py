@@ -28,6 +28,9 @@ class Gateway:
     sink: Sink
     drainer: LedgerDrainer
     providers: dict[str, OpenAIProvider]
+    # Set once shutdown begins, so requests cut at the end of the grace
+    # period are recorded as cut by the server, not by the client.
+    stopping: bool = False
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def provider(self, name: str) -> OpenAIProvider:

@@ -30,6 +30,8 @@ from llmgw.pipeline.settle import settle
 from llmgw.protocols.openai import parse_chat_request, parse_embeddings_request
 
 GATEWAY = web.AppKey("gateway", Gateway)
+# Set by the server's middleware before any handler runs.
+REQUEST_ID = web.RequestKey("request_id", str)
 
 log = structlog.get_logger("llmgw.handlers")
 
@@ -48,10 +50,15 @@ async def request_scope(gateway: Gateway, ctx: RequestContext) -> AsyncIterator[
         ctx.fail(exc)
         raise
     except asyncio.CancelledError:
-        ctx.client_aborted = True
-        if not ctx.streamed:
-            ctx.status = 499  # nginx's "client closed request"
-            ctx.error_type = "client_closed_request"
+        if gateway.stopping:
+            ctx.error_type = "server_shutdown"
+            if not ctx.streamed:
+                ctx.status = 503
+        else:
+            ctx.client_aborted = True
+            if not ctx.streamed:
+                ctx.status = 499  # nginx's "client closed request"
+                ctx.error_type = "client_closed_request"
         raise
     except Exception as exc:
         ctx.fail(InternalError("internal error"))
@@ -105,7 +112,7 @@ async def _count_chat_input(
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
-    ctx = RequestContext(route="/v1/chat/completions")
+    ctx = RequestContext(route="/v1/chat/completions", request_id=request[REQUEST_ID])
     async with request_scope(gateway, ctx):
         principal = authenticate(request.headers, gateway.keys)
         ctx.principal = principal
@@ -151,7 +158,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
-    ctx = RequestContext(route="/v1/embeddings")
+    ctx = RequestContext(route="/v1/embeddings", request_id=request[REQUEST_ID])
     async with request_scope(gateway, ctx):
         principal = authenticate(request.headers, gateway.keys)
         ctx.principal = principal

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -23,11 +24,12 @@ from llmgw.errors import (
     UpstreamHTTPError,
 )
 from llmgw.gateway import Gateway
-from llmgw.handlers import GATEWAY
+from llmgw.handlers import GATEWAY, REQUEST_ID
 from llmgw.ledger.drain import LedgerDrainer
 from llmgw.ledger.sink import open_sink
 from llmgw.limits import open_backend
 from llmgw.pipeline.authenticate import KeyStore
+from llmgw.pipeline.context import new_request_id
 from llmgw.pipeline.policy import Router
 from llmgw.providers import build_providers
 from llmgw.tokens import TokenCounter
@@ -52,10 +54,13 @@ def error_response(error: GatewayError) -> web.Response:
     )
 
 
-@web.middleware
-async def error_middleware(
-    request: web.Request, handler: Handler
-) -> web.StreamResponse:
+# Routes whose handlers write the ledger record and the request log line
+# themselves (request_scope); the middleware logs every other request.
+_LEDGER_ROUTES = frozenset({"/v1/chat/completions", "/v1/embeddings"})
+_PROBE_ROUTES = frozenset({"/healthz", "/readyz"})
+
+
+async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except GatewayError as exc:
@@ -81,10 +86,42 @@ async def error_middleware(
         )
 
 
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Handler
+) -> web.StreamResponse:
+    """Give every request an id, map errors to responses, log other routes."""
+    request_id = new_request_id()
+    request[REQUEST_ID] = request_id
+    started = time.perf_counter()
+    response = await _respond(request, handler)
+    if not response.prepared:
+        response.headers["x-request-id"] = request_id
+    quiet_probe = request.path in _PROBE_ROUTES and response.status < 400
+    if request.path not in _LEDGER_ROUTES and not quiet_probe:
+        log.info(
+            "request",
+            request_id=request_id,
+            route=request.path,
+            method=request.method,
+            status=response.status,
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+    return response
+
+
+class StartupError(Exception):
+    """The gateway could not start: a port in use, a ledger sink that fails."""
+
+
 async def build_gateway(config: Config, session: aiohttp.ClientSession) -> Gateway:
     backend = await open_backend(config)
     sink = open_sink(config.ledger.sink)
-    await sink.open()
+    try:
+        await sink.open()
+    except BaseException:
+        await backend.close()
+        raise
     consumer = f"{socket.gethostname()}-{os.getpid()}"
     return Gateway(
         config=config,
@@ -110,7 +147,11 @@ def create_app(config: Config) -> web.Application:
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300)
         session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
-        gateway = await build_gateway(config, session)
+        try:
+            gateway = await build_gateway(config, session)
+        except BaseException:
+            await session.close()
+            raise
         app[GATEWAY] = gateway
         gateway.drainer.start()
         try:
@@ -137,15 +178,25 @@ async def serve(config: Config, *, reuse_port: bool = False) -> None:
         shutdown_timeout=config.server.shutdown_timeout,
         access_log=None,
     )
-    await runner.setup()
+    try:
+        await runner.setup()
+    except Exception as exc:
+        # Any failure here (sink unreachable, bad database) ends the process
+        # with one clear line instead of a traceback.
+        raise StartupError(f"failed to start: {type(exc).__name__}: {exc}") from exc
+    # The runner's shutdown_timeout is the whole grace period; TCPSite's own
+    # would add a second one.
     site = web.TCPSite(
-        runner,
-        config.server.host,
-        config.server.port,
-        reuse_port=reuse_port or None,
-        shutdown_timeout=config.server.shutdown_timeout,
+        runner, config.server.host, config.server.port, reuse_port=reuse_port or None
     )
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        address = f"{config.server.host}:{config.server.port}"
+        raise StartupError(
+            f"cannot listen on {address}: {exc.strerror or exc}"
+        ) from exc
     log.info("listening", address=site.name, config=config.source)
 
     stop = asyncio.Event()
@@ -154,5 +205,6 @@ async def serve(config: Config, *, reuse_port: bool = False) -> None:
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     log.info("stopping", reason="signal")
+    app[GATEWAY].stopping = True
     await runner.cleanup()
     log.info("stopped")

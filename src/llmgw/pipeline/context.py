@@ -14,10 +14,14 @@ from llmgw.pipeline.policy import Deployment
 from llmgw.protocols.openai import Usage
 
 
+def new_request_id() -> str:
+    return f"req_{uuid.uuid4().hex}"
+
+
 @dataclass
 class RequestContext:
     route: str
-    request_id: str = field(default_factory=lambda: f"req_{uuid.uuid4().hex}")
+    request_id: str = field(default_factory=new_request_id)
     ts: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)
 
