@@ -14,10 +14,12 @@ turns it into a response::
     │   ├── ModelNotFound               404 model_not_found
     │   ├── NotFound                    404 not_found
     │   ├── MethodNotAllowed            405 method_not_allowed
+    │   ├── RequestTimeout              408 request_timeout
     │   ├── BodyTooLarge                413 request_too_large
     │   └── RateLimited                 429 rate_limit_exceeded
     ├── UpstreamError                   blame: upstream
     │   ├── UpstreamUnreachable         502 upstream_unreachable
+    │   ├── UpstreamRedirect            502 upstream_redirect
     │   ├── UpstreamTimeout             504 upstream_timeout
     │   └── UpstreamHTTPError           the upstream's own status and body
     └── InternalError                   500 blame: gateway
@@ -115,6 +117,11 @@ class MethodNotAllowed(ClientError):
     code = "method_not_allowed"
 
 
+class RequestTimeout(ClientError):
+    status = 408
+    code = "request_timeout"
+
+
 class BodyTooLarge(ClientError):
     status = 413
     code = "request_too_large"
@@ -158,6 +165,14 @@ class UpstreamError(GatewayError):
 
 class UpstreamUnreachable(UpstreamError):
     code = "upstream_unreachable"
+
+
+class UpstreamRedirect(UpstreamError):
+    """The provider answered with a redirect, which the gateway never follows:
+    it would resend the prompt to an address nobody configured."""
+
+    code = "upstream_redirect"
+    retryable = False
 
 
 class UpstreamTimeout(UpstreamError):

@@ -35,7 +35,7 @@ def gateway_config(
     )
     text = textwrap.dedent(
         f"""\
-        server: {{listen: '127.0.0.1:4000', max_body_bytes: 20000}}
+        server: {{listen: '127.0.0.1:4000', max_body_bytes: 20000, read_timeout: 1}}
         {redis}
         ledger: {{sink: 'sqlite:///{sink}'}}
         providers:
@@ -76,6 +76,7 @@ class Harness:
     gateway: Gateway
     session: aiohttp.ClientSession
     sink_path: Path
+    server: TestServer
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"
@@ -95,6 +96,9 @@ class Harness:
         await self.gateway.wait_background()
         while await self.gateway.drainer.drain_once():
             pass
+        return self.sink_rows()
+
+    def sink_rows(self) -> list[dict[str, Any]]:
         with sqlite3.connect(self.sink_path) as db:
             db.row_factory = sqlite3.Row
             rows = db.execute("SELECT * FROM llmgw_usage ORDER BY ts").fetchall()
@@ -155,6 +159,7 @@ async def running_gateway(
                 gateway=app[GATEWAY],
                 session=session,
                 sink_path=sink,
+                server=server,
             )
     finally:
         await watchdog.stop()

@@ -73,9 +73,11 @@ class MockUpstream:
                 status=503,
                 headers={"Retry-After": "7"},
             )
+        if behaviour == "redirect":
+            raise web.HTTPTemporaryRedirect("http://127.0.0.1:9/v1/chat/completions")
         if behaviour == "stall":
             await asyncio.sleep(30)
-        if body.get("stream"):
+        if body.get("stream") and behaviour != "ignore-stream":
             return await self._stream(request, behaviour)
         return web.json_response(
             {

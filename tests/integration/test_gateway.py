@@ -209,6 +209,7 @@ async def test_bad_request_rejected_and_recorded(
     assert gw.upstream.requests == []
 
     [row] = await gw.ledger_rows()
+    assert response.headers["x-request-id"] == row["request_id"]
     assert row["status"] == status
     assert row["error_type"] == code
     assert row["input_tokens"] == 0
@@ -285,6 +286,8 @@ async def test_upstream_error_keeps_status_and_hides_key(gw: Harness) -> None:
     rows = await gw.ledger_rows()
     assert [r["status"] for r in rows] == [401, 503]
     assert rows[0]["error_type"] == "upstream_http_401"
+    # Failed upstream calls bill nothing, as the providers do.
+    assert [(r["input_tokens"], r["output_tokens"]) for r in rows] == [(0, 0), (0, 0)]
 
 
 async def test_upstream_timeout_is_504(gw: Harness) -> None:
@@ -479,3 +482,55 @@ async def test_loop_watchdog_sees_a_blocking_call() -> None:
     await asyncio.sleep(0.03)
     await watchdog.stop()
     assert watchdog.worst >= 0.25
+
+
+async def test_shutdown_finishes_running_stream(gw: Harness) -> None:
+    response = await gw.post(CHAT, chat_body(stream=True, user="drip"))
+    first = await response.content.readline()
+    assert first.startswith(b"data: ")
+
+    # What SIGTERM does in `llmgw serve`: stop listening, wait for in-flight
+    # requests, then drain the ledger and close the back end.
+    shutdown = asyncio.create_task(gw.server.close())
+    events = await read_sse(response)
+    await shutdown
+
+    assert events[-1] == "[DONE]"
+    [row] = gw.sink_rows()
+    assert row["status"] == 200
+    assert row["client_aborted"] == 0
+    assert (row["input_tokens"], row["output_tokens"]) == (14, 30)
+
+
+async def test_upstream_redirect_not_followed(gw: Harness) -> None:
+    response = await gw.post(CHAT, chat_body(user="redirect"))
+    assert response.status == 502
+    assert (await error_of(response))["code"] == "upstream_redirect"
+    assert len(gw.upstream.requests) == 1
+
+
+async def test_stream_answered_with_json_passes_through(gw: Harness) -> None:
+    response = await gw.post(CHAT, chat_body(stream=True, user="ignore-stream"))
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = await response.json()
+    assert body["choices"][0]["message"]["content"] == "Hello there!"
+    [row] = await gw.ledger_rows()
+    assert (row["input_tokens"], row["output_tokens"]) == (11, 3)
+    assert row["estimated"] == 0
+
+
+async def test_slow_request_body_gets_408(gw: Harness) -> None:
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield b'{"model": "small", '
+        await asyncio.sleep(2)  # past the gateway's read_timeout of 1 s
+        yield b'"messages": [{"role": "user", "content": "Hi"}]}'
+
+    response = await gw.session.post(
+        gw.url(CHAT),
+        data=slow_body(),
+        headers={"Authorization": f"Bearer {DEV_KEY}"},
+    )
+    assert response.status == 408
+    assert (await error_of(response))["code"] == "request_timeout"
+    assert gw.upstream.requests == []

@@ -83,9 +83,19 @@ async def forward_json(
     """Forward a non-streaming request and return the upstream body as is."""
     ctx.forwarded = True
     async with provider.post(path, body, request.headers) as upstream:
-        data = await _read_body(upstream, provider)
-        headers = response_headers(upstream.headers, ctx)
-        status = upstream.status
+        return await _whole_response(ctx, upstream, provider, encoding)
+
+
+async def _whole_response(
+    ctx: RequestContext,
+    upstream: aiohttp.ClientResponse,
+    provider: OpenAIProvider,
+    encoding: tiktoken.Encoding,
+) -> web.Response:
+    """Read the whole upstream body, take its usage, and pass it on as is."""
+    data = await _read_body(upstream, provider)
+    headers = response_headers(upstream.headers, ctx)
+    status = upstream.status
     ctx.mark_first_byte()
 
     try:
@@ -182,8 +192,12 @@ async def forward_stream(
     is kept for the ledger.
     """
     ctx.forwarded = True
-    ctx.streamed = True
     async with provider.post(path, body, request.headers) as upstream:
+        if not upstream.content_type.startswith("text/event-stream"):
+            # Some OpenAI-compatible servers ignore "stream": true and answer
+            # with one JSON body; the client gets that body as it is.
+            return await _whole_response(ctx, upstream, provider, encoding)
+        ctx.streamed = True
         headers = response_headers(upstream.headers, ctx)
         headers.update(_SSE_HEADERS)
         client = web.StreamResponse(status=upstream.status, headers=headers)

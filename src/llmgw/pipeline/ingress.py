@@ -7,7 +7,7 @@ import asyncio
 import orjson
 from aiohttp import web
 
-from llmgw.errors import BodyTooLarge, InvalidRequest
+from llmgw.errors import BodyTooLarge, InvalidRequest, RequestTimeout
 
 
 def _too_large(limit: int) -> BodyTooLarge:
@@ -33,7 +33,7 @@ async def read_body(request: web.Request, max_bytes: int, read_timeout: float) -
                     raise _too_large(max_bytes)
                 parts.append(chunk)
     except TimeoutError:
-        raise InvalidRequest(
+        raise RequestTimeout(
             f"Timed out after {read_timeout:g} s waiting for the request body."
         ) from None
     return b"".join(parts)

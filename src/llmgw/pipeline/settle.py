@@ -41,9 +41,10 @@ async def build_record(gateway: Gateway, ctx: RequestContext) -> UsageRecord:
         output_tokens = ctx.usage.output_tokens
         cached = ctx.usage.cached_tokens
         reasoning = ctx.usage.reasoning_tokens
-    elif ctx.forwarded:
+    elif ctx.forwarded and ctx.status < 400:
         # The upstream reported nothing (or the stream was cut before it
         # did): bill the local prompt count and the chunk-by-chunk tally.
+        # An upstream error status bills nothing, as providers do.
         input_tokens = await _local_input_count(gateway, ctx)
         output_tokens = ctx.output_tally
         estimated = True

@@ -16,7 +16,12 @@ import aiohttp
 import orjson
 
 from llmgw.config import ProviderConfig
-from llmgw.errors import UpstreamHTTPError, UpstreamTimeout, UpstreamUnreachable
+from llmgw.errors import (
+    UpstreamHTTPError,
+    UpstreamRedirect,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 
 # RFC 9110 section 7.6.1, plus the older Keep-Alive and Proxy-* names.
 HOP_BY_HOP = frozenset(
@@ -124,8 +129,10 @@ class OpenAIProvider:
         try:
             async with asyncio.timeout(timeouts.first_byte):
                 async with self._session.get(
-                    f"{self._base_url}/models", headers=headers
+                    f"{self._base_url}/models", headers=headers, allow_redirects=False
                 ) as response:
+                    if 300 <= response.status < 400:
+                        raise self._redirect_error(response)
                     if response.status >= 400:
                         raise await self._error_from(response)
                     body = orjson.loads(await response.read())
@@ -170,6 +177,7 @@ class OpenAIProvider:
                     data=body,
                     headers=self.request_headers(incoming),
                     timeout=client_timeout,
+                    allow_redirects=False,
                 )
         except TimeoutError:
             raise UpstreamTimeout(
@@ -182,6 +190,8 @@ class OpenAIProvider:
             ) from exc
 
         try:
+            if 300 <= response.status < 400:
+                raise self._redirect_error(response)
             if response.status >= 400:
                 raise await self._error_from(response)
             yield response
@@ -191,6 +201,13 @@ class OpenAIProvider:
             response.close()
             raise
         response.release()
+
+    def _redirect_error(self, response: aiohttp.ClientResponse) -> UpstreamRedirect:
+        return UpstreamRedirect(
+            f"Upstream '{self.name}' answered with HTTP {response.status} (a "
+            "redirect), which the gateway does not follow: set the provider's "
+            "base_url to the final address."
+        )
 
     async def _error_from(self, response: aiohttp.ClientResponse) -> UpstreamHTTPError:
         try:
