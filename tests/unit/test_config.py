@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from redis.connection import ConnectionPool
 
 from llmgw.config import (
     OPENAI_BASE_URL,
@@ -140,6 +141,11 @@ def parse_error(text: str, environ: dict[str, str] | None = None) -> ConfigError
     with pytest.raises(ConfigError) as caught:
         parse(text, environ)
     return caught.value
+
+
+def redis_url_options(url: str) -> dict[str, object]:
+    """Return the connection options that redis-py reads from ``url``."""
+    return dict(ConnectionPool.from_url(url).connection_kwargs)
 
 
 # The full contract
@@ -666,7 +672,7 @@ def test_planned_provider_kind_is_not_supported_yet(kind: str) -> None:
         pytest.param("':4000'", "no host or no port", id="no-host"),
         pytest.param("'::1:4000'", "an IPv6 host needs brackets", id="bare-ipv6"),
         pytest.param("'[::1]'", "no port after", id="bracketed-no-port"),
-        pytest.param("'[nope]:80'", "'nope' is not an IPv6 address", id="bad-ipv6"),
+        pytest.param("'[nope]:80'", "is not an IPv6 address", id="bad-ipv6"),
         pytest.param("'host name:80'", "is not a host name", id="space-in-host"),
         pytest.param("'localhost:0'", "from 1 to 65535", id="port-zero"),
         pytest.param("'localhost:70000'", "from 1 to 65535", id="port-too-large"),
@@ -679,6 +685,174 @@ def test_bad_listen_is_rejected(listen: str, reason: str) -> None:
     assert error.line == 3
     assert error.path == "server.listen"
     assert reason in error.reason
+
+
+# Redis URLs
+
+
+@pytest.mark.parametrize(
+    ("url", "db", "host", "port"),
+    [
+        pytest.param("redis://127.0.0.1:6379/0", 0, "127.0.0.1", 6379, id="full"),
+        pytest.param("redis://127.0.0.1", None, "127.0.0.1", None, id="host-only"),
+        pytest.param(
+            "redis://127.0.0.1:6379/", None, "127.0.0.1", 6379, id="trailing-slash"
+        ),
+        pytest.param("redis://localhost/15", 15, "localhost", None, id="no-port"),
+        pytest.param(
+            "rediss://:pw@cache.internal:6380/2", 2, "cache.internal", 6380, id="tls"
+        ),
+        pytest.param(
+            "redis://redis_cache:6379/1", 1, "redis_cache", 6379, id="underscore-host"
+        ),
+        pytest.param("redis://[::1]:6379/3", 3, "::1", 6379, id="ipv6"),
+        pytest.param("redis://127.0.0.1:6379?db=4", 4, "127.0.0.1", 6379, id="query"),
+        pytest.param(
+            "redis://u:pw@127.0.0.1:65535/0",
+            0,
+            "127.0.0.1",
+            65535,
+            id="user-and-password",
+        ),
+    ],
+)
+def test_redis_url_is_accepted(
+    url: str, db: int | None, host: str, port: int | None
+) -> None:
+    config = parse(f"redis:\n  url: '{url}'\n")
+
+    assert config.redis == RedisConfig(url=url)
+    # redis-py must read the same database, host and port from the URL.
+    options = redis_url_options(url)
+    assert options.get("db") == db
+    assert options.get("host") == host
+    assert options.get("port") == port
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("unix:///run/redis/redis.sock", id="socket"),
+        pytest.param("unix:///run/redis/redis.sock?db=3", id="socket-query-db"),
+    ],
+)
+def test_redis_unix_url_is_accepted(url: str) -> None:
+    config = parse(f"redis:\n  url: '{url}'\n")
+
+    assert config.redis == RedisConfig(url=url)
+    assert redis_url_options(url)["path"] == "/run/redis/redis.sock"
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        pytest.param(
+            "redis://127.0.0.1:6379/x",
+            "the database in the path must be a non-negative integer",
+            id="db-not-number",
+        ),
+        pytest.param(
+            "redis://127.0.0.1:6379/-1",
+            "the database in the path must be a non-negative integer",
+            id="db-negative",
+        ),
+        pytest.param(
+            "redis://127.0.0.1:6379/1/2",
+            "the database in the path must be a non-negative integer",
+            id="db-two-segments",
+        ),
+        pytest.param(
+            "redis://127.0.0.1:6379/0/",
+            "the database in the path must be a non-negative integer",
+            id="db-trailing-slash",
+        ),
+        pytest.param(
+            "redis://127.0.0.1:6379?db=x",
+            "?db= must be a non-negative integer",
+            id="query-db-not-number",
+        ),
+        pytest.param(
+            "redis://127.0.0.1:6379?db=",
+            "?db= must be a non-negative integer",
+            id="query-db-empty",
+        ),
+        pytest.param(
+            "redis://127.0.0.1:6379/1?db=2",
+            "the database is set both in the path and in ?db=",
+            id="db-twice",
+        ),
+        pytest.param("redis:///0", "(no host)", id="no-host"),
+        pytest.param("rediss://:pw@:6379/0", "(no host)", id="tls-no-host"),
+        pytest.param("redis://", "(no host)", id="scheme-only"),
+        pytest.param(
+            "redis://127.0.0.1:0/0", "the port must be a number from 1", id="port-0"
+        ),
+        pytest.param(
+            "redis://127.0.0.1:65536/0",
+            "the port must be a number from 1",
+            id="port-too-large",
+        ),
+        pytest.param(
+            "redis://127.0.0.1:x/0",
+            "the port must be a number from 1",
+            id="port-not-number",
+        ),
+        pytest.param(
+            "redis://127.0.0.1:-1/0",
+            "the port must be a number from 1",
+            id="port-negative",
+        ),
+        pytest.param(
+            "redis://::1:6379/0", "an IPv6 host needs brackets", id="bare-ipv6"
+        ),
+        pytest.param(
+            "redis://[::1:6379/0", "is not an IPv6 address", id="unclosed-bracket"
+        ),
+        pytest.param(
+            "redis://[nope]:6379/0", "is not an IPv6 address", id="bracketed-not-ipv6"
+        ),
+        pytest.param(
+            "redis://cache host:6379/0",
+            "is not a host name or address",
+            id="space-in-host",
+        ),
+        pytest.param("unix://", "no socket path after unix://", id="unix-empty"),
+        pytest.param("unix:///", "no socket path after unix://", id="unix-root"),
+        pytest.param("unix://redis.sock", "no socket path", id="unix-relative"),
+        pytest.param(
+            "unix:///run/redis.sock?db=a",
+            "?db= must be a non-negative integer",
+            id="unix-query-db",
+        ),
+        pytest.param(
+            "redis://127.0.0.1:6379?db=1&db=x",
+            "?db= must be a non-negative integer",
+            id="query-db-repeated",
+        ),
+        pytest.param(
+            "redis://:pa/ss@127.0.0.1:6379/0",
+            "got <hidden> (percent-encode any '/', '?' or '#' in the user name",
+            id="unencoded-password",
+        ),
+    ],
+)
+def test_bad_redis_url_is_rejected(url: str, reason: str) -> None:
+    error = parse_error(f"server: {{}}\nredis:\n  url: '{url}'\n")
+
+    assert error.line == 3
+    assert error.path == "redis.url"
+    assert reason in error.reason
+    assert str(error).startswith("config.yaml:3: redis.url: must be a URL such as ")
+
+
+def test_bad_redis_url_shows_value() -> None:
+    error = parse_error("redis:\n  url: redis://127.0.0.1:6379/x\n")
+
+    assert error.reason == (
+        "must be a URL such as redis://127.0.0.1:6379/0, got string "
+        "'redis://127.0.0.1:6379/x' (the database in the path must be a "
+        "non-negative integer such as /0)"
+    )
 
 
 def test_missing_environment_variable_names_it() -> None:
@@ -778,6 +952,22 @@ def test_secrets_absent_from_repr() -> None:
             id="redis-url-password",
         ),
         pytest.param(
+            f"redis:\n  url: 'redis://:{REDIS_PASSWORD}@127.0.0.1:6379/x'\n",
+            REDIS_PASSWORD,
+            id="redis-url-password-bad-database",
+        ),
+        pytest.param(
+            f"redis:\n  url: 'redis://:{REDIS_PASSWORD}/x@127.0.0.1:6379/0'\n",
+            REDIS_PASSWORD,
+            id="redis-url-unencoded-password",
+        ),
+        pytest.param(
+            "providers:\n  - name: p\n    kind: openai\n"
+            f"    base_url: 'ftp://u:{REDIS_PASSWORD}#x@x.test'\n",
+            REDIS_PASSWORD,
+            id="base-url-unencoded-password",
+        ),
+        pytest.param(
             f"ledger:\n  sink: 'mysql://u:{REDIS_PASSWORD}@127.0.0.1/db'\n",
             REDIS_PASSWORD,
             id="sink-password",
@@ -800,6 +990,176 @@ def test_secrets_absent_from_error_messages(text: str, secret: str) -> None:
 
     assert secret not in str(error)
     assert secret not in repr(error)
+
+
+SECRET_VALUE = "sk-live-verysecret-abc"
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "reason"),
+    [
+        pytest.param(
+            "server:\n  workers: ${SECRETX}\n",
+            "server.workers",
+            "must be a positive integer, got a string from ${SECRETX}",
+            id="integer",
+        ),
+        pytest.param(
+            "server:\n  read_timeout: ${SECRETX}\n",
+            "server.read_timeout",
+            "must be a positive number, got a string from ${SECRETX}",
+            id="number",
+        ),
+        pytest.param(
+            "server: {listen: '${SECRETX}/x:80'}\n",
+            "server.listen",
+            "got a string from ${SECRETX} (the host is not a host name or address)",
+            id="listen",
+        ),
+        pytest.param(
+            "server: {listen: '[${SECRETX}]:80'}\n",
+            "server.listen",
+            "got a string from ${SECRETX} (the host in brackets is not an IPv6",
+            id="listen-ipv6",
+        ),
+        pytest.param(
+            "logging:\n  level: ${SECRETX}\n",
+            "logging.level",
+            "must be one of debug, info, warning, error, got a string from ${SECRETX}",
+            id="choice",
+        ),
+        pytest.param(
+            "logging:\n  log_prompts: ${SECRETX}\n",
+            "logging.log_prompts",
+            "must be true or false, got a string from ${SECRETX}",
+            id="boolean",
+        ),
+        pytest.param(
+            "providers:\n  - {name: p, kind: '${SECRETX}'}\n",
+            "providers[0].kind",
+            "must be one of openai, openai-compatible, got a string from ${SECRETX}",
+            id="provider-kind",
+        ),
+        pytest.param(
+            "providers:\n  - {name: p, kind: openai, base_url: '${SECRETX}'}\n",
+            "providers[0].base_url",
+            "must be an http or https URL such as http://127.0.0.1:8080/v1, "
+            "got a string from ${SECRETX}",
+            id="base-url",
+        ),
+        pytest.param(
+            LOCAL_PROVIDER + "models:\n  - {name: m, provider: '${SECRETX}'}\n",
+            "models[0].provider",
+            "provider from ${SECRETX} is not defined under providers (defined: local)",
+            id="model-provider",
+        ),
+        pytest.param(
+            "keys:\n  - {name: '${SECRETX}', key: a}\n"
+            "  - {name: '${SECRETX}', key: b}\n",
+            "keys[1].name",
+            "duplicate key name from ${SECRETX}, first used at keys[0]",
+            id="duplicate-name",
+        ),
+        pytest.param(
+            "keys:\n  - {name: a, key: k, models: '${SECRETX}'}\n",
+            "keys[0].models",
+            "must be a list, got a string from ${SECRETX}",
+            id="list",
+        ),
+        pytest.param(
+            "redis: {url: '${SECRETX}'}\n",
+            "redis.url",
+            "must start with redis://, rediss:// or unix://, "
+            "got a string from ${SECRETX}",
+            id="redis-url-scheme",
+        ),
+        pytest.param(
+            "redis: {url: 'redis://127.0.0.1:6379/${SECRETX}'}\n",
+            "redis.url",
+            "got a string from ${SECRETX} (the database in the path",
+            id="redis-url-database",
+        ),
+        pytest.param(
+            "ledger: {sink: '${SECRETX}'}\n",
+            "ledger.sink",
+            "postgresql://user@host/db, got a string from ${SECRETX}",
+            id="ledger-sink",
+        ),
+        pytest.param(
+            "server: {workers: '${SECRETX:-1}x${OTHER}'}\n",
+            "server.workers",
+            "must be a positive integer, got a string from ${SECRETX} and ${OTHER}",
+            id="two-variables",
+        ),
+        pytest.param(
+            "server: {workers: '${UNSET:-x}${SECRETX}'}\n",
+            "server.workers",
+            "must be a positive integer, got a string from ${SECRETX}",
+            id="default-not-named",
+        ),
+    ],
+)
+def test_environment_value_absent_from_error(text: str, path: str, reason: str) -> None:
+    environ = {"SECRETX": SECRET_VALUE, "OTHER": "other-secret"}
+    error = parse_error(text, environ)
+
+    assert error.path == path
+    assert reason in error.reason
+    assert SECRET_VALUE not in str(error)
+    assert "other-secret" not in str(error)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        pytest.param(
+            "workers",
+            "-424242",
+            "must be a positive integer, got an integer from ${V}",
+            id="integer",
+        ),
+        pytest.param(
+            "workers",
+            "0.5",
+            "must be a positive integer, got a string from ${V}",
+            id="fraction-for-integer",
+        ),
+        pytest.param(
+            "read_timeout",
+            "-31.25",
+            "must be a positive number, got a number from ${V}",
+            id="number",
+        ),
+    ],
+)
+def test_environment_number_absent_from_error(
+    key: str, value: str, reason: str
+) -> None:
+    error = parse_error(f"server:\n  {key}: ${{V}}\n", {"V": value})
+
+    assert error.reason == reason
+    assert value not in str(error)
+
+
+def test_environment_provider_kind_not_shown() -> None:
+    text = "providers:\n  - {name: p, kind: '${KIND}'}\n"
+    error = parse_error(text, {"KIND": "anthropic"})
+
+    assert error.reason.startswith("provider kind from ${KIND} is not supported yet")
+    assert "anthropic" not in str(error)
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        pytest.param({}, id="unset"),
+        pytest.param({"W": ""}, id="empty"),
+    ],
+)
+def test_file_default_shown_in_error(environ: dict[str, str]) -> None:
+    error = parse_error("server: {workers: '${W:-many}'}\n", environ)
+
+    assert error.reason == "must be a positive integer, got string 'many'"
 
 
 def test_hidden_value_is_marked() -> None:
@@ -904,11 +1264,13 @@ def test_default_config_skips_unimplemented_providers() -> None:
 
 def test_default_config_rejects_bad_openai_base_url() -> None:
     with pytest.raises(ConfigError) as caught:
-        default_config({"OPENAI_BASE_URL": "127.0.0.1:8080"})
+        default_config({"OPENAI_BASE_URL": "llm.internal:9999"})
 
     assert caught.value.path == "OPENAI_BASE_URL"
     assert caught.value.line is None
     assert str(caught.value).startswith("environment: OPENAI_BASE_URL: ")
+    assert "got a string from ${OPENAI_BASE_URL}" in caught.value.reason
+    assert "llm.internal:9999" not in str(caught.value)
 
 
 def test_default_config_reads_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
