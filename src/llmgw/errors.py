@@ -2,7 +2,7 @@
 
 Every error that reaches a client is a ``GatewayError``. The class fixes the
 HTTP status, the OpenAI error ``type`` and ``code``, who is to blame and
-whether a retry can help; ``server.error_middleware`` is the one place that
+whether a retry can help. ``server.error_response`` is the one place that
 turns it into a response::
 
     GatewayError

@@ -40,7 +40,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def error_response(error: GatewayError) -> web.Response:
-    """The one place that turns a gateway error into an HTTP response."""
+    """Turn a gateway error into an HTTP response; nothing else does."""
     if isinstance(error, UpstreamHTTPError):
         headers = dict(error.headers)
         headers["Content-Type"] = error.content_type

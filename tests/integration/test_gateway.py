@@ -15,6 +15,7 @@ import pytest
 import redis.asyncio
 from structlog.testing import capture_logs
 
+from llmgw.errors import BackendUnavailable
 from tests.integration.gateway_harness import (
     DEV_KEY,
     GPT_ONLY_KEY,
@@ -534,3 +535,22 @@ async def test_slow_request_body_gets_408(gw: Harness) -> None:
     assert response.status == 408
     assert (await error_of(response))["code"] == "request_timeout"
     assert gw.upstream.requests == []
+
+
+async def test_ledger_falls_back_to_sink_when_backend_down(gw: Harness) -> None:
+    async def unavailable(*_args: object) -> None:
+        raise BackendUnavailable("Redis is down")
+
+    backend = gw.gateway.backend
+    original = backend.append_record
+    backend.append_record = unavailable  # type: ignore[method-assign,assignment]
+    try:
+        response = await gw.post(CHAT, chat_body())
+        assert response.status == 200
+        await gw.gateway.wait_background()
+    finally:
+        backend.append_record = original  # type: ignore[method-assign]
+
+    [row] = gw.sink_rows()
+    assert row["request_id"] == response.headers["x-request-id"]
+    assert (row["input_tokens"], row["output_tokens"]) == (11, 3)

@@ -1,4 +1,4 @@
-"""Forward: send the request upstream and relay the answer.
+"""Forward: send the request upstream and relay the response.
 
 Streams are relayed event by event as they arrive; the usage-only chunk the
 gateway forced upstream is hidden from clients that did not ask for it.
@@ -62,7 +62,7 @@ async def _read_body(
 def _tally_message_output(
     ctx: RequestContext, body: Any, encoding: tiktoken.Encoding
 ) -> None:
-    """Count a non-streamed answer locally when the upstream sent no usage."""
+    """Count a non-streamed response locally when the upstream sent no usage."""
     if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
         return
     tally = StreamTally(encoding)
@@ -194,7 +194,7 @@ async def forward_stream(
     ctx.forwarded = True
     async with provider.post(path, body, request.headers) as upstream:
         if not upstream.content_type.startswith("text/event-stream"):
-            # Some OpenAI-compatible servers ignore "stream": true and answer
+            # Some OpenAI-compatible servers ignore "stream": true and respond
             # with one JSON body; the client gets that body as it is.
             return await _whole_response(ctx, upstream, provider, encoding)
         ctx.streamed = True

@@ -75,7 +75,10 @@ async def build_record(gateway: Gateway, ctx: RequestContext) -> UsageRecord:
 
 
 async def settle(gateway: Gateway, ctx: RequestContext) -> None:
-    """Record the request exactly once, whatever its outcome."""
+    """Append the request's ledger record once, whatever its outcome.
+
+    If the back end is down, the error log line is the only copy.
+    """
     record = await build_record(gateway, ctx)
     returned = refunds(ctx.reservation, record.input_tokens + record.output_tokens)
     try:
@@ -84,15 +87,31 @@ async def settle(gateway: Gateway, ctx: RequestContext) -> None:
         else:
             await gateway.backend.append_record(record)
     except GatewayError as exc:
-        # NOTE: with the back end down the record exists only in this log
-        # line; there is no local spool yet to replay it from.
+        log.warning(
+            "ledger_stream_write_failed", request_id=ctx.request_id, error=exc.message
+        )
+        await _write_to_sink(gateway, record)
+    _log_request(gateway, ctx, record)
+
+
+async def _write_to_sink(gateway: Gateway, record: UsageRecord) -> None:
+    """Write straight to the durable sink when the back end is down.
+
+    The sink ignores a repeated request id, so a record that did reach the
+    stream after all is not doubled. The unused reservation is not returned
+    in this case, which errs towards limiting.
+    """
+    try:
+        await gateway.sink.write([record])
+    except Exception as exc:  # any sink failure: the log line is the last copy
+        # NOTE: with both the back end and the sink down the record exists
+        # only in this log line; there is no local spool to replay it from.
         log.error(
             "ledger_write_failed",
-            request_id=ctx.request_id,
-            error=exc.message,
+            request_id=record.request_id,
+            error=repr(exc),
             record=record.to_fields(),
         )
-    _log_request(gateway, ctx, record)
 
 
 def _log_request(gateway: Gateway, ctx: RequestContext, record: UsageRecord) -> None:
