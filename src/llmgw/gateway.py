@@ -8,6 +8,8 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
 from llmgw.config import Config
 from llmgw.ledger.drain import LedgerDrainer
 from llmgw.ledger.sink import Sink
@@ -16,6 +18,8 @@ from llmgw.pipeline.authenticate import KeyStore
 from llmgw.pipeline.policy import Router
 from llmgw.providers.openai import OpenAIProvider
 from llmgw.tokens import TokenCounter
+
+log = structlog.get_logger("llmgw.gateway")
 
 
 @dataclass
@@ -41,8 +45,13 @@ class Gateway:
         cancelled; shutdown waits for every such task."""
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._finished)
         return task
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background_task_failed", error=repr(task.exception()))
 
     async def wait_background(self) -> None:
         while self._background:

@@ -38,7 +38,7 @@ log = structlog.get_logger("llmgw.handlers")
 
 @asynccontextmanager
 async def request_scope(gateway: Gateway, ctx: RequestContext) -> AsyncIterator[None]:
-    """Record the outcome of the request in the ledger exactly once.
+    """Record the outcome of the request in the ledger once.
 
     Settlement runs as its own task so that a client disconnect, which
     cancels the handler, cannot cut it short.
@@ -66,7 +66,9 @@ async def request_scope(gateway: Gateway, ctx: RequestContext) -> AsyncIterator[
         raise
     finally:
         structlog.contextvars.unbind_contextvars("request_id")
-        await asyncio.shield(gateway.spawn(settle(gateway, ctx)))
+        # Not awaited: the response goes out without waiting for the settle
+        # round trip, and shutdown waits for every settlement still running.
+        gateway.spawn(settle(gateway, ctx))
 
 
 async def _read_json(request: web.Request, gateway: Gateway) -> object:
