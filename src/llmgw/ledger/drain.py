@@ -31,8 +31,10 @@ class LedgerDrainer:
     ``consumer`` must be unique per process (for example host and pid) but
     stable across restarts of the drain loop, so a restarted loop gets its
     own pending entries back first. ``block_ms`` is how long one read waits
-    for new entries. After an error the loop waits ``retry_delay`` seconds,
-    doubling up to ``max_retry_delay``.
+    for new entries. After a batch smaller than ``batch`` the loop waits
+    ``linger`` seconds so that entries gather, because each batch costs one
+    sink transaction (an fsync for SQLite). After an error the loop waits
+    ``retry_delay`` seconds, doubling up to ``max_retry_delay``.
     """
 
     def __init__(
@@ -43,6 +45,7 @@ class LedgerDrainer:
         batch: int = 500,
         block_ms: int = 1000,
         *,
+        linger: float = 0.2,
         retry_delay: float = 0.5,
         max_retry_delay: float = 30.0,
     ) -> None:
@@ -56,6 +59,7 @@ class LedgerDrainer:
         self.consumer = consumer
         self.batch = batch
         self.block_ms = block_ms
+        self.linger = linger
         self._retry_delay = retry_delay
         self._max_retry_delay = max_retry_delay
         self._task: asyncio.Task[None] | None = None
@@ -144,7 +148,7 @@ class LedgerDrainer:
         delay = self._retry_delay
         while not self._stopping.is_set():
             try:
-                await self.drain_once(block_ms=self.block_ms)
+                moved = await self.drain_once(block_ms=self.block_ms)
             except Exception as exc:
                 # Any failure of the sink or the back end: the entries stay in
                 # the stream, so waiting and reading again loses nothing.
@@ -158,6 +162,8 @@ class LedgerDrainer:
                 delay = min(delay * 2, self._max_retry_delay)
             else:
                 delay = self._retry_delay
+                if 0 < moved < self.batch:
+                    await self._sleep_unless_stopping(self.linger)
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

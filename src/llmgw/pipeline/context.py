@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import secrets
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,9 +14,14 @@ from llmgw.pipeline.authenticate import Principal
 from llmgw.pipeline.policy import Deployment
 from llmgw.protocols.openai import Usage
 
+# A random prefix per process and a counter: unique across processes and
+# restarts without a urandom system call per request, as uuid4 would make.
+_ID_PREFIX = secrets.token_hex(8)
+_id_counter = itertools.count(1)
+
 
 def new_request_id() -> str:
-    return f"req_{uuid.uuid4().hex}"
+    return f"req_{_ID_PREFIX}{next(_id_counter):012x}"
 
 
 @dataclass
