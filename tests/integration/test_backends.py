@@ -391,3 +391,27 @@ async def test_redis_unreachable_raises_backend_unavailable() -> None:
         await backend.close()
 
     assert isinstance(admit_error.value.__cause__, redis.exceptions.ConnectionError)
+
+
+@pytest.mark.redis
+async def test_redis_prunes_idle_consumers(
+    redis_prefix: str, redis_client: redis.asyncio.Redis
+) -> None:
+    backend = RedisBackend.from_url(REDIS_URL, prefix=redis_prefix)
+    try:
+        await backend.append_record(make_record("r1"))
+        busy = await backend.read_ledger("busy-worker", 10, block_ms=0)
+        assert len(busy) == 1
+        await backend.read_ledger("stopped-worker", 10, block_ms=0)
+
+        assert await backend.prune_consumers(min_idle_ms=60_000) == 0
+        # Only the consumer with nothing pending goes; the one holding an
+        # unacknowledged entry stays so the entry can still be claimed.
+        assert await backend.prune_consumers(min_idle_ms=0) == 1
+        consumers = await redis_client.xinfo_consumers(
+            backend.ledger_key, "llmgw-ledger"
+        )
+    finally:
+        await backend.close()
+
+    assert [c["name"] for c in consumers] == ["busy-worker"]

@@ -25,6 +25,11 @@ log = structlog.get_logger()
 _MAX_LOGGED_IDS = 20
 
 
+# A consumer idle this long with nothing pending belongs to a stopped
+# worker: every live drainer reads at least once per block_ms.
+_PRUNE_IDLE_MS = 10 * 60 * 1000
+
+
 class LedgerDrainer:
     """A background task that copies the ledger stream into the sink.
 
@@ -144,7 +149,18 @@ class LedgerDrainer:
             )
         return len(entries)
 
+    async def _prune_consumers(self) -> None:
+        """Forget the consumers that stopped workers left in the group."""
+        try:
+            pruned = await self.backend.prune_consumers(_PRUNE_IDLE_MS)
+        except Exception as exc:  # housekeeping only: the drain goes on
+            log.warning("ledger_consumer_prune_failed", error=repr(exc))
+            return
+        if pruned:
+            log.info("ledger_consumers_pruned", consumer=self.consumer, pruned=pruned)
+
     async def _run(self) -> None:
+        await self._prune_consumers()
         delay = self._retry_delay
         while not self._stopping.is_set():
             try:

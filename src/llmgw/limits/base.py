@@ -101,6 +101,12 @@ class Backend(Protocol):
         Waits up to ``block_ms`` for new records; 0 returns at once."""
         ...
 
+    async def prune_consumers(self, min_idle_ms: int) -> int:
+        """Forget ledger consumers with nothing pending that have been idle
+        for ``min_idle_ms``, such as those of stopped workers. A live one
+        that is forgotten is recreated by its next read. Returns how many."""
+        ...
+
     async def ack_ledger(self, entry_ids: Sequence[str]) -> None: ...
 
     async def ping(self) -> None:

@@ -187,6 +187,10 @@ class MemoryBackend:
     async def ack_ledger(self, entry_ids: Sequence[str]) -> None:
         self.ledger.ack(entry_ids)
 
+    async def prune_consumers(self, min_idle_ms: int) -> int:
+        # One process, one consumer: there is nothing of others to forget.
+        return 0
+
     async def ping(self) -> None:
         return None
 

@@ -218,6 +218,19 @@ class RedisBackend:
                 pipe.xdel(self._stream, *entry_ids)
                 await pipe.execute()
 
+    async def prune_consumers(self, min_idle_ms: int) -> int:
+        with _translate_errors("ledger consumer prune"):
+            await self._ensure_group()
+            consumers = await self._client.xinfo_consumers(self._stream, self._group)
+            pruned = 0
+            for consumer in consumers:
+                if consumer["pending"] == 0 and consumer["idle"] >= min_idle_ms:
+                    await self._client.xgroup_delconsumer(
+                        self._stream, self._group, consumer["name"]
+                    )
+                    pruned += 1
+        return pruned
+
     async def ping(self) -> None:
         with _translate_errors("ping"):
             await self._client.ping()
@@ -269,8 +282,6 @@ class RedisBackend:
 
     async def _claim_idle(self, consumer: str, count: int) -> list[LedgerEntry]:
         """Take over entries pending too long at other consumers (XAUTOCLAIM)."""
-        # TODO: consumers of dead workers stay in the group with nothing
-        # pending. Remove them with XGROUP DELCONSUMER once idle for long.
         start = self._claim_cursors.get(consumer, "0-0")
         next_start, claimed, _deleted = await self._client.xautoclaim(
             self._stream,
