@@ -35,6 +35,9 @@ class Gateway:
     # Set once shutdown begins, so requests cut at the end of the grace
     # period are recorded as cut by the server, not by the client.
     stopping: bool = False
+    # Handler tasks relaying a stream, so shutdown can end them with an
+    # error event before aiohttp closes their connections.
+    streams: set[asyncio.Task[Any]] = field(default_factory=set)
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def provider(self, name: str) -> OpenAIProvider:
@@ -52,6 +55,12 @@ class Gateway:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("background_task_failed", error=repr(task.exception()))
+
+    def cut_streams(self) -> None:
+        """Cancel every stream still relaying; each sends the client an
+        error event and ends its response."""
+        for task in list(self.streams):
+            task.cancel()
 
     async def wait_background(self) -> None:
         while self._background:

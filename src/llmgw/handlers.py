@@ -144,15 +144,21 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         )
         payload = orjson.dumps(body)
         if chat.stream:
-            return await forward_stream(
-                request,
-                ctx,
-                provider,
-                "/chat/completions",
-                payload,
-                encoding,
-                chat.include_usage,
-            )
+            task = asyncio.current_task()
+            assert task is not None
+            gateway.streams.add(task)
+            try:
+                return await forward_stream(
+                    request,
+                    ctx,
+                    provider,
+                    "/chat/completions",
+                    payload,
+                    encoding,
+                    chat.include_usage,
+                )
+            finally:
+                gateway.streams.discard(task)
         return await forward_json(
             request, ctx, provider, "/chat/completions", payload, encoding
         )

@@ -172,10 +172,13 @@ def create_app(config: Config) -> web.Application:
 async def serve(config: Config, *, reuse_port: bool = False) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
     app = create_app(config)
+    # aiohttp (3.14) waits shutdown_timeout for in-flight requests, then
+    # fails their body reads and waits as long again before it cancels
+    # them: half the configured grace for each step keeps the total.
     runner = web.AppRunner(
         app,
         handler_cancellation=True,
-        shutdown_timeout=config.server.shutdown_timeout,
+        shutdown_timeout=config.server.shutdown_timeout / 2,
         access_log=None,
     )
     try:
@@ -205,6 +208,12 @@ async def serve(config: Config, *, reuse_port: bool = False) -> None:
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     log.info("stopping", reason="signal")
-    app[GATEWAY].stopping = True
+    gateway = app[GATEWAY]
+    gateway.stopping = True
+    # End the streams still running half a second before aiohttp would
+    # cancel them and close their connections, so each client gets an
+    # error event and a complete response instead of a cut connection.
+    grace = config.server.shutdown_timeout
+    loop.call_later(max(0.0, grace - 0.5), gateway.cut_streams)
     await runner.cleanup()
     log.info("stopped")

@@ -137,7 +137,11 @@ class LoopWatchdog:
 
 @asynccontextmanager
 async def running_gateway(
-    tmp_path: Path, redis_url: str | None, prefix: str, extra: str = ""
+    tmp_path: Path,
+    redis_url: str | None,
+    prefix: str,
+    extra: str = "",
+    shutdown_timeout: float = 60.0,
 ) -> AsyncIterator[Harness]:
     upstream = MockUpstream()
     upstream_server = TestServer(upstream.app(), host="127.0.0.1")
@@ -148,7 +152,8 @@ async def running_gateway(
     )
     app = create_app(config)
     server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
+    # TestServer ignores runner options given to its constructor.
+    await server.start_server(shutdown_timeout=shutdown_timeout)
     watchdog = LoopWatchdog()
     watchdog.start()
     try:

@@ -554,3 +554,26 @@ async def test_ledger_falls_back_to_sink_when_backend_down(gw: Harness) -> None:
     [row] = gw.sink_rows()
     assert row["request_id"] == response.headers["x-request-id"]
     assert (row["input_tokens"], row["output_tokens"]) == (11, 3)
+
+
+async def test_shutdown_grace_end_cuts_stream_with_error(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path, None, "unused:", shutdown_timeout=5) as gw:
+        response = await gw.post(CHAT, chat_body(stream=True, user="stall-mid"))
+        first = await response.content.readline()
+        assert first.startswith(b"data: ")
+
+        # What `llmgw serve` does on SIGTERM when the grace period ends
+        # while the upstream still stalls.
+        gw.gateway.stopping = True
+        shutdown = asyncio.create_task(gw.server.close())
+        await asyncio.sleep(0.2)
+        gw.gateway.cut_streams()
+        events = await read_sse(response)
+        await asyncio.wait_for(shutdown, timeout=3)
+
+        errors = [e for e in events if isinstance(e, dict) and "error" in e]
+        assert errors[-1]["error"]["code"] == "stream_cancelled"
+        [row] = gw.sink_rows()
+        assert row["error_type"] == "server_shutdown"
+        assert row["client_aborted"] == 0
+        assert row["streamed"] == 1

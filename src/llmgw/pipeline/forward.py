@@ -210,6 +210,12 @@ async def forward_stream(
             await _relay(relay, upstream, provider)
         except _ClientGone:
             ctx.client_aborted = True
+        except asyncio.CancelledError:
+            # The client went away, or shutdown ended its grace period. In
+            # the second case the client is still there and should learn
+            # why its stream stops; in the first the write fails at once.
+            await _send_final_error(client)
+            raise
         except TimeoutError:
             ctx.error_type = UpstreamTimeout.code
             idle = provider.config.timeouts.idle
@@ -233,6 +239,24 @@ async def forward_stream(
         except ConnectionResetError:
             ctx.client_aborted = True
     return client
+
+
+async def _send_final_error(client: web.StreamResponse) -> None:
+    if not client.prepared:
+        return
+    event = error_event(
+        "The gateway stopped this stream before it finished.",
+        "server_error",
+        "stream_cancelled",
+    )
+    try:
+        async with asyncio.timeout(1):
+            await client.write(event)
+            # End the chunked body properly, so the client reads the error
+            # event instead of failing on a truncated response.
+            await client.write_eof()
+    except (ConnectionResetError, TimeoutError):
+        pass
 
 
 async def _send_error(
