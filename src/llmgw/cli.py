@@ -33,13 +33,30 @@ def _run_loop(coro_factory: object) -> None:
     uvloop.run(coro_factory())  # type: ignore[operator]
 
 
+_stop_signals: list[int] = []
+
+
+def _remember_signal(signum: int, _frame: FrameType | None) -> None:
+    _stop_signals.append(signum)
+
+
 def _worker_main(config: Config, reuse_port: bool) -> int:
     """Serve in this process until SIGTERM; return the exit code."""
+    # Until the event loop takes over the signals, remember them instead of
+    # letting SIGINT raise KeyboardInterrupt in the middle of start-up.
+    signal.signal(signal.SIGTERM, _remember_signal)
+    signal.signal(signal.SIGINT, _remember_signal)
     from llmgw.server import StartupError, serve
 
     configure_logging(config.logging.level)
     try:
-        _run_loop(lambda: serve(config, reuse_port=reuse_port))
+        _run_loop(
+            lambda: serve(
+                config,
+                reuse_port=reuse_port,
+                stop_requested=lambda: bool(_stop_signals),
+            )
+        )
     except StartupError as exc:
         log.error("startup_failed", error=str(exc))
         print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -69,10 +86,9 @@ class _Supervisor:
         self._context = multiprocessing.get_context("spawn")
         self._processes: dict[int, multiprocessing.process.BaseProcess] = {}
         self._started_at: dict[int, float] = {}
+        self._workers = workers
         self._stopping = False
         self._failed = False
-        for index in range(workers):
-            self._start(index)
 
     def _start(self, index: int) -> None:
         process = self._context.Process(
@@ -109,6 +125,11 @@ class _Supervisor:
         self._start(index)
 
     def run(self) -> int:
+        """Start the workers and wait until all have exited."""
+        for index in range(self._workers):
+            if self._stopping:  # a signal came during start-up
+                break
+            self._start(index)
         reaped: set[int] = set()
         while len(reaped) < len(self._processes):
             running = [

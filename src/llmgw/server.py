@@ -169,8 +169,25 @@ def create_app(config: Config) -> web.Application:
     return app
 
 
-async def serve(config: Config, *, reuse_port: bool = False) -> None:
-    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+async def serve(
+    config: Config,
+    *,
+    reuse_port: bool = False,
+    stop_requested: Callable[[], bool] = lambda: False,
+) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully.
+
+    The signal handlers go in first, so a signal during start-up stops the
+    gateway as soon as it has started. ``stop_requested`` reports a signal
+    that arrived before this coroutine ran.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    if stop_requested():
+        stop.set()
+
     app = create_app(config)
     # aiohttp (3.14) waits shutdown_timeout for in-flight requests, then
     # fails their body reads and waits as long again before it cancels
@@ -202,10 +219,6 @@ async def serve(config: Config, *, reuse_port: bool = False) -> None:
         ) from exc
     log.info("listening", address=site.name, config=config.source)
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     log.info("stopping", reason="signal")
     gateway = app[GATEWAY]

@@ -188,3 +188,25 @@ def test_supervisor_replaces_killed_worker(tmp_path: Path, redis_prefix: str) ->
             code = parent.wait(timeout=30)
     assert code == 0
     assert len(log_events(stdout, "stopped")) == 2
+
+
+# The delays fall after the imports (about 0.2 s here) and inside the
+# start-up (about 1 s here), where a SIGINT used to leave the process hung.
+@pytest.mark.parametrize("delay", [0.6, 0.8, 1.0, 1.5])
+def test_sigint_during_startup_stops(tmp_path: Path, delay: float) -> None:
+    config = write_config(tmp_path, free_port(), None)
+    process = subprocess.Popen(
+        [*LLMGW, "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    try:
+        _stdout, stderr = process.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise AssertionError(f"llmgw serve hung after SIGINT at {delay} s") from None
+    assert process.returncode == 0
+    assert "Traceback" not in stderr
