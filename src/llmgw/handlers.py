@@ -11,7 +11,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from llmgw.errors import GatewayError, InputTooLong, InternalError
+from llmgw.errors import GatewayError, InputTooLong, InternalError, ModelNotFound
 from llmgw.gateway import Gateway
 from llmgw.pipeline.admit import admit, needs_token_estimate
 from llmgw.pipeline.authenticate import Principal, authenticate
@@ -25,6 +25,7 @@ from llmgw.pipeline.policy import (
     check_allowed,
     effective_caps,
     is_allowed,
+    is_glob,
 )
 from llmgw.pipeline.settle import settle
 from llmgw.protocols.openai import parse_chat_request, parse_embeddings_request
@@ -50,6 +51,8 @@ async def request_scope(gateway: Gateway, ctx: RequestContext) -> AsyncIterator[
         ctx.fail(exc)
         raise
     except asyncio.CancelledError:
+        if ctx.stream_complete:
+            raise
         if gateway.stopping:
             ctx.error_type = "server_shutdown"
             if not ctx.streamed:
@@ -176,7 +179,7 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
         caps = effective_caps(gateway.config, deployment, principal)
 
         if caps.max_input_tokens is not None or needs_token_estimate(principal):
-            count = gateway.tokens.count_embedding_input(
+            count = await gateway.tokens.count_embedding_input_async(
                 parsed.input, deployment.upstream_model, deployment.route.tokenizer
             )
             ctx.input_tokens = count.tokens
@@ -228,6 +231,25 @@ async def _glob_route_models(
     return found
 
 
+async def _check_listed(gateway: Gateway, deployment: Deployment) -> None:
+    """Raise 404 for a glob-routed name its provider does not list.
+
+    When the provider cannot list its models, the name is taken as valid.
+    """
+    provider = deployment.provider.name
+    try:
+        listed = await gateway.provider(provider).list_models()
+    except GatewayError as exc:
+        log.warning("model_list_failed", provider=provider, error=exc.message)
+        return
+    if listed and deployment.public_name not in listed:
+        raise ModelNotFound(
+            f"The model `{deployment.public_name}` does not exist or you do not "
+            "have access to it.",
+            param="model",
+        )
+
+
 async def list_models(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     principal = authenticate(request.headers, gateway.keys)
@@ -250,6 +272,8 @@ async def retrieve_model(request: web.Request) -> web.Response:
     name = request.match_info["model"]
     deployment = gateway.router.resolve(name)
     check_allowed(principal, name)
+    if is_glob(deployment.route.name):
+        await _check_listed(gateway, deployment)
     return web.json_response(
         _model_object(name, deployment.provider.name),
         dumps=lambda obj: orjson.dumps(obj).decode(),

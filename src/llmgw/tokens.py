@@ -272,6 +272,17 @@ class TokenCounter:
             self.count_chat, messages, model, override, tools
         )
 
+    async def count_embedding_input_async(
+        self, input: str | Sequence[Any], model: str, override: str | None = None
+    ) -> TokenCount:
+        """Run ``count_embedding_input``, in a worker thread when it is large."""
+        if _text_size(input) <= OFF_LOOP_THRESHOLD_CHARS:
+            return self.count_embedding_input(input, model, override)
+
+        return await asyncio.to_thread(
+            self.count_embedding_input, input, model, override
+        )
+
     def count_embedding_input(
         self, input: str | Sequence[Any], model: str, override: str | None = None
     ) -> TokenCount:

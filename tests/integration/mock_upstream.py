@@ -127,6 +127,10 @@ class MockUpstream:
                 # Split each event in two writes to exercise reassembly.
                 await response.write(event[:7])
                 await response.write(event[7:])
+            if behaviour == "linger-after-done":
+                # Some servers close a moment after [DONE]; the openai SDK
+                # hangs up as soon as it reads [DONE].
+                await asyncio.sleep(0.3)
         except (ConnectionResetError, asyncio.CancelledError):
             self.stream_cancelled.set()
             raise

@@ -4,6 +4,7 @@ the embedded back end and once with the Redis server on 127.0.0.1:6379."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -577,3 +578,51 @@ async def test_shutdown_grace_end_cuts_stream_with_error(tmp_path: Path) -> None
         assert row["error_type"] == "server_shutdown"
         assert row["client_aborted"] == 0
         assert row["streamed"] == 1
+
+
+async def test_client_hanging_up_after_done_is_complete(gw: Harness) -> None:
+    response = await gw.post(CHAT, chat_body(stream=True, user="linger-after-done"))
+    async for line in response.content:
+        if line.strip() == b"data: [DONE]":
+            break
+    response.close()
+
+    for _ in range(50):
+        rows = await gw.ledger_rows()
+        if rows:
+            break
+        await asyncio.sleep(0.05)
+    [row] = rows
+    assert row["client_aborted"] == 0
+    assert row["error_type"] is None
+    assert (row["input_tokens"], row["output_tokens"]) == (14, 30)
+
+
+async def test_gzip_request_body_is_decoded(gw: Harness) -> None:
+    body = gzip.compress(orjson.dumps(chat_body()))
+    headers = {
+        "Authorization": f"Bearer {DEV_KEY}",
+        "Content-Type": "application/json",
+        "Content-Encoding": "gzip",
+    }
+    response = await gw.session.post(gw.url(CHAT), data=body, headers=headers)
+    assert response.status == 200
+    seen = {name.lower() for name in gw.upstream.requests[-1].headers}
+    assert "content-encoding" not in seen
+
+    broken = await gw.session.post(
+        gw.url(CHAT), data=orjson.dumps(chat_body()), headers=headers
+    )
+    assert broken.status == 400
+    assert (await error_of(broken))["code"] == "invalid_request"
+
+
+async def test_retrieve_glob_model_checks_provider_list(gw: Harness) -> None:
+    headers = {"Authorization": f"Bearer {DEV_KEY}"}
+    listed = await gw.session.get(gw.url("/v1/models/mock-a"), headers=headers)
+    assert listed.status == 200
+    assert (await listed.json())["id"] == "mock-a"
+
+    unknown = await gw.session.get(gw.url("/v1/models/mock-zzz"), headers=headers)
+    assert unknown.status == 404
+    assert (await error_of(unknown))["code"] == "model_not_found"

@@ -44,6 +44,9 @@ class RequestContext:
     usage: Usage | None = None  # as the upstream reported it
     output_tally: int = 0  # output tokens counted locally
     streamed: bool = False
+    # Set once the client has been sent "data: [DONE]": a client that hangs
+    # up after that (the openai SDK does) received the whole stream.
+    stream_complete: bool = False
     status: int = 200
     error_type: str | None = None
     first_byte_at: float | None = None

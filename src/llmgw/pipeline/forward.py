@@ -129,11 +129,14 @@ class _StreamRelay:
         self.parser = SSEParser()
         self.tally = StreamTally(encoding)
         self.client_wants_usage = client_wants_usage
+        self._done_pending = False
 
     def _select(self, events: list[SSEEvent]) -> bytes:
         out = bytearray()
         for event in events:
-            if event.data and event.data != "[DONE]":
+            if event.data == "[DONE]":
+                self._done_pending = True
+            elif event.data:
                 try:
                     chunk = orjson.loads(event.data)
                 except orjson.JSONDecodeError:
@@ -156,6 +159,8 @@ class _StreamRelay:
         except ConnectionResetError as exc:
             raise _ClientGone from exc
         self.ctx.mark_first_byte()
+        if self._done_pending:
+            self.ctx.stream_complete = True
 
     def finish(self) -> None:
         self.ctx.usage = self.tally.usage
@@ -209,12 +214,13 @@ async def forward_stream(
                 raise _ClientGone from exc
             await _relay(relay, upstream, provider)
         except _ClientGone:
-            ctx.client_aborted = True
+            ctx.client_aborted = not ctx.stream_complete
         except asyncio.CancelledError:
             # The client went away, or shutdown ended its grace period. In
             # the second case the client is still there and should learn
             # why its stream stops; in the first the write fails at once.
-            await _send_final_error(client)
+            if not ctx.stream_complete:
+                await _send_final_error(client)
             raise
         except TimeoutError:
             ctx.error_type = UpstreamTimeout.code
@@ -237,7 +243,7 @@ async def forward_stream(
         try:
             await client.write_eof()
         except ConnectionResetError:
-            ctx.client_aborted = True
+            ctx.client_aborted = not ctx.stream_complete
     return client
 
 

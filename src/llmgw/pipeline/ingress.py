@@ -6,6 +6,7 @@ import asyncio
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from llmgw.errors import BodyTooLarge, InvalidRequest, RequestTimeout
 
@@ -32,6 +33,9 @@ async def read_body(request: web.Request, max_bytes: int, read_timeout: float) -
                 if size > max_bytes:
                     raise _too_large(max_bytes)
                 parts.append(chunk)
+    except RequestPayloadError as exc:
+        # For example a body sent as Content-Encoding: gzip that is not gzip.
+        raise InvalidRequest(f"The request body could not be read: {exc}.") from None
     except TimeoutError:
         raise RequestTimeout(
             f"Timed out after {read_timeout:g} s waiting for the request body."

@@ -21,7 +21,7 @@ async def _local_input_count(gateway: Gateway, ctx: RequestContext) -> int:
         return 0
     deployment = ctx.deployment
     if ctx.route == "/v1/embeddings":
-        count = gateway.tokens.count_embedding_input(
+        count = await gateway.tokens.count_embedding_input_async(
             ctx.prompt, deployment.upstream_model, deployment.route.tokenizer
         )
     else:

@@ -17,6 +17,7 @@ import orjson
 
 from llmgw.config import ProviderConfig
 from llmgw.errors import (
+    UpstreamError,
     UpstreamHTTPError,
     UpstreamRedirect,
     UpstreamTimeout,
@@ -50,6 +51,8 @@ _DROPPED_REQUEST_HEADERS = HOP_BY_HOP | {
     "host",
     "content-length",
     "content-type",
+    # aiohttp has already decoded a compressed request body.
+    "content-encoding",
     "accept-encoding",
     "openai-organization",
     "openai-project",
@@ -68,8 +71,12 @@ _DROPPED_RESPONSE_HEADERS = HOP_BY_HOP | {
 }
 
 _MAX_ERROR_BODY = 1024 * 1024
-# Seconds a provider's model list is reused for /v1/models.
+# Seconds a provider's model list is reused for /v1/models, how long a
+# failed listing is remembered, and the most a listing may take: clients
+# often call /v1/models at start-up and should not hang on one provider.
 _MODEL_LIST_TTL = 60.0
+_MODEL_LIST_FAILURE_TTL = 10.0
+_MODEL_LIST_TIMEOUT = 5.0
 
 
 def _connection_tokens(headers: Mapping[str, str]) -> set[str]:
@@ -97,6 +104,7 @@ class OpenAIProvider:
         self._session = session
         self._base_url = config.base_url.rstrip("/")
         self._api_key = config.api_key.value
+        # (expiry on the monotonic clock, model ids); empty after a failure.
         self._model_list: tuple[float, list[str]] | None = None
 
     def request_headers(self, incoming: Mapping[str, str]) -> dict[str, str]:
@@ -122,12 +130,21 @@ class OpenAIProvider:
         """Return the model ids the upstream's ``GET /models`` lists, cached
         for a minute. Raises the gateway's upstream errors on failure."""
         now = time.monotonic()
-        if self._model_list is not None and now - self._model_list[0] < _MODEL_LIST_TTL:
+        if self._model_list is not None and now < self._model_list[0]:
             return self._model_list[1]
-        headers = self.request_headers({})
-        timeouts = self.config.timeouts
         try:
-            async with asyncio.timeout(timeouts.first_byte):
+            ids = await self._fetch_model_list()
+        except UpstreamError:
+            self._model_list = (now + _MODEL_LIST_FAILURE_TTL, [])
+            raise
+        self._model_list = (now + _MODEL_LIST_TTL, ids)
+        return ids
+
+    async def _fetch_model_list(self) -> list[str]:
+        headers = self.request_headers({})
+        limit = min(self.config.timeouts.first_byte, _MODEL_LIST_TIMEOUT)
+        try:
+            async with asyncio.timeout(limit):
                 async with self._session.get(
                     f"{self._base_url}/models", headers=headers, allow_redirects=False
                 ) as response:
@@ -138,8 +155,7 @@ class OpenAIProvider:
                     body = orjson.loads(await response.read())
         except TimeoutError:
             raise UpstreamTimeout(
-                f"Upstream '{self.name}' did not list its models within "
-                f"{timeouts.first_byte:g} s."
+                f"Upstream '{self.name}' did not list its models within {limit:g} s."
             ) from None
         except (aiohttp.ClientError, orjson.JSONDecodeError) as exc:
             raise UpstreamUnreachable(
@@ -152,7 +168,6 @@ class OpenAIProvider:
             for item in (data if isinstance(data, list) else [])
             if isinstance(item, dict) and isinstance(item.get("id"), str)
         ]
-        self._model_list = (now, ids)
         return ids
 
     @asynccontextmanager
