@@ -169,6 +169,54 @@ def create_app(config: Config) -> web.Application:
     return app
 
 
+async def _start(config: Config, reuse_port: bool) -> web.AppRunner:
+    """Build the app, bind the port and start serving; raise StartupError."""
+    # aiohttp (3.14) waits shutdown_timeout for in-flight requests, then
+    # fails their body reads and waits as long again before it cancels
+    # them: half the configured grace for each step keeps the total.
+    runner = web.AppRunner(
+        create_app(config),
+        handler_cancellation=True,
+        shutdown_timeout=config.server.shutdown_timeout / 2,
+        access_log=None,
+    )
+    try:
+        await runner.setup()
+    except Exception as exc:
+        # Any failure here (sink unreachable, bad database) ends the process
+        # with one clear line instead of a traceback.
+        raise StartupError(f"failed to start: {type(exc).__name__}: {exc}") from exc
+
+    # No shutdown_timeout for the site: the runner's is the grace period.
+    site = web.TCPSite(
+        runner, config.server.host, config.server.port, reuse_port=reuse_port or None
+    )
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        address = f"{config.server.host}:{config.server.port}"
+        raise StartupError(
+            f"cannot listen on {address}: {exc.strerror or exc}"
+        ) from exc
+    log.info("listening", address=site.name, config=config.source)
+    return runner
+
+
+async def _stop(runner: web.AppRunner, config: Config) -> None:
+    """Stop accepting, let in-flight requests finish, drain the ledger."""
+    log.info("stopping", reason="signal")
+    gateway = runner.app[GATEWAY]
+    gateway.stopping = True
+    # End the streams still running half a second before aiohttp would
+    # cancel them and close their connections, so each client gets an
+    # error event and a complete response instead of a cut connection.
+    grace = config.server.shutdown_timeout
+    asyncio.get_running_loop().call_later(max(0.0, grace - 0.5), gateway.cut_streams)
+    await runner.cleanup()
+    log.info("stopped")
+
+
 async def serve(
     config: Config,
     *,
@@ -188,45 +236,6 @@ async def serve(
     if stop_requested():
         stop.set()
 
-    app = create_app(config)
-    # aiohttp (3.14) waits shutdown_timeout for in-flight requests, then
-    # fails their body reads and waits as long again before it cancels
-    # them: half the configured grace for each step keeps the total.
-    runner = web.AppRunner(
-        app,
-        handler_cancellation=True,
-        shutdown_timeout=config.server.shutdown_timeout / 2,
-        access_log=None,
-    )
-    try:
-        await runner.setup()
-    except Exception as exc:
-        # Any failure here (sink unreachable, bad database) ends the process
-        # with one clear line instead of a traceback.
-        raise StartupError(f"failed to start: {type(exc).__name__}: {exc}") from exc
-    # The runner's shutdown_timeout is the whole grace period; TCPSite's own
-    # would add a second one.
-    site = web.TCPSite(
-        runner, config.server.host, config.server.port, reuse_port=reuse_port or None
-    )
-    try:
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        address = f"{config.server.host}:{config.server.port}"
-        raise StartupError(
-            f"cannot listen on {address}: {exc.strerror or exc}"
-        ) from exc
-    log.info("listening", address=site.name, config=config.source)
-
+    runner = await _start(config, reuse_port)
     await stop.wait()
-    log.info("stopping", reason="signal")
-    gateway = app[GATEWAY]
-    gateway.stopping = True
-    # End the streams still running half a second before aiohttp would
-    # cancel them and close their connections, so each client gets an
-    # error event and a complete response instead of a cut connection.
-    grace = config.server.shutdown_timeout
-    loop.call_later(max(0.0, grace - 0.5), gateway.cut_streams)
-    await runner.cleanup()
-    log.info("stopped")
+    await _stop(runner, config)

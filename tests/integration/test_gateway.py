@@ -8,6 +8,7 @@ import gzip
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 import redis.asyncio
 from structlog.testing import capture_logs
 
+from llmgw.config import Timeouts
 from llmgw.errors import BackendUnavailable
 from tests.integration.gateway_harness import (
     DEV_KEY,
@@ -626,3 +628,19 @@ async def test_retrieve_glob_model_checks_provider_list(gw: Harness) -> None:
     unknown = await gw.session.get(gw.url("/v1/models/mock-zzz"), headers=headers)
     assert unknown.status == 404
     assert (await error_of(unknown))["code"] == "model_not_found"
+
+
+async def test_stream_past_total_timeout_ends_with_error(gw: Harness) -> None:
+    provider = gw.gateway.providers["mock"]
+    timeouts = Timeouts(connect=2, first_byte=1, idle=1, total=0.5)
+    provider.config = replace(provider.config, timeouts=timeouts)
+
+    # The drip takes about 1.7 s, longer than the total of 0.5 s.
+    events = await read_sse(await gw.post(CHAT, chat_body(stream=True, user="drip")))
+    errors = [e for e in events if isinstance(e, dict) and "error" in e]
+    assert len(errors) == 1
+    assert errors[0]["error"]["code"] == "upstream_timeout"
+    assert "within 0.5 s" in errors[0]["error"]["message"]
+    [row] = await gw.ledger_rows()
+    assert row["error_type"] == "upstream_timeout"
+    assert row["output_tokens"] >= 1

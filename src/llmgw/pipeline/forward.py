@@ -167,17 +167,70 @@ class _StreamRelay:
         self.ctx.output_tally = self.tally.output_tokens
 
 
+class _StreamTimeout(Exception):
+    """The upstream stream went idle too long or ran past its total time."""
+
+
 async def _relay(
     relay: _StreamRelay, upstream: aiohttp.ClientResponse, provider: OpenAIProvider
 ) -> None:
-    idle = provider.config.timeouts.idle
+    timeouts = provider.config.timeouts
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeouts.total
     while True:
-        async with asyncio.timeout(idle):
-            chunk = await upstream.content.readany()
+        left = deadline - loop.time()
+        try:
+            async with asyncio.timeout(min(timeouts.idle, max(left, 0.0))):
+                chunk = await upstream.content.readany()
+        except TimeoutError:
+            if timeouts.idle < left:
+                raise _StreamTimeout(
+                    f"Upstream '{provider.name}' sent nothing for {timeouts.idle:g} s."
+                ) from None
+            raise _StreamTimeout(
+                f"Upstream '{provider.name}' did not finish its stream within "
+                f"{timeouts.total:g} s."
+            ) from None
         if not chunk:
             break
         await relay.send(relay.parser.feed(chunk))
     await relay.send(relay.parser.flush())
+
+
+async def _relay_to_client(
+    relay: _StreamRelay,
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    provider: OpenAIProvider,
+) -> None:
+    """Relay the stream, turning every failure after the first byte into an
+    error event or a flag on the context; re-raises only cancellation."""
+    ctx, client = relay.ctx, relay.client
+    try:
+        try:
+            await client.prepare(request)
+        except ConnectionResetError as exc:
+            raise _ClientGone from exc
+        await _relay(relay, upstream, provider)
+    except _ClientGone:
+        ctx.client_aborted = not ctx.stream_complete
+    except asyncio.CancelledError:
+        # The client went away, or shutdown ended its grace period. In the
+        # second case the client is still there and should learn why its
+        # stream stops; in the first the write fails at once.
+        if not ctx.stream_complete:
+            await _send_final_error(client)
+        raise
+    except _StreamTimeout as exc:
+        ctx.error_type = UpstreamTimeout.code
+        await _send_error(client, ctx, str(exc), UpstreamTimeout.code)
+    except aiohttp.ClientError as exc:
+        ctx.error_type = UpstreamUnreachable.code
+        log.warning(
+            "upstream_stream_broken", request_id=ctx.request_id, error=repr(exc)
+        )
+        message = f"Upstream '{provider.name}' closed the stream before it ended."
+        await _send_error(client, ctx, message, UpstreamUnreachable.code)
 
 
 async def forward_stream(
@@ -208,32 +261,7 @@ async def forward_stream(
         client = web.StreamResponse(status=upstream.status, headers=headers)
         relay = _StreamRelay(ctx, client, encoding, client_wants_usage)
         try:
-            try:
-                await client.prepare(request)
-            except ConnectionResetError as exc:
-                raise _ClientGone from exc
-            await _relay(relay, upstream, provider)
-        except _ClientGone:
-            ctx.client_aborted = not ctx.stream_complete
-        except asyncio.CancelledError:
-            # The client went away, or shutdown ended its grace period. In
-            # the second case the client is still there and should learn
-            # why its stream stops; in the first the write fails at once.
-            if not ctx.stream_complete:
-                await _send_final_error(client)
-            raise
-        except TimeoutError:
-            ctx.error_type = UpstreamTimeout.code
-            idle = provider.config.timeouts.idle
-            message = f"Upstream '{provider.name}' sent nothing for {idle:g} s."
-            await _send_error(client, ctx, message, UpstreamTimeout.code)
-        except aiohttp.ClientError as exc:
-            ctx.error_type = UpstreamUnreachable.code
-            log.warning(
-                "upstream_stream_broken", request_id=ctx.request_id, error=repr(exc)
-            )
-            message = f"Upstream '{provider.name}' closed the stream before it ended."
-            await _send_error(client, ctx, message, UpstreamUnreachable.code)
+            await _relay_to_client(relay, request, upstream, provider)
         finally:
             relay.finish()
             if not upstream.content.is_eof():
