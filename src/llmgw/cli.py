@@ -16,7 +16,14 @@ from types import FrameType
 
 import structlog
 
-from llmgw.config import Config, ConfigError, default_config, load_config
+from llmgw.config import (
+    Config,
+    ConfigError,
+    default_config,
+    generate_key,
+    hash_key,
+    load_config,
+)
 from llmgw.ledger.report import render
 from llmgw.ledger.sink import open_sink
 from llmgw.observability.logging import configure_logging
@@ -238,6 +245,27 @@ def cmd_usage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_new(args: argparse.Namespace) -> int:
+    """Print a new gateway key once, with the config entry that stores only
+    its hash, so the plaintext never has to sit in the config file."""
+    key = generate_key()
+    print(f"key (shown once, give it to the caller): {key}")
+    print("config entry:")
+    print(f"  - name: {args.name}")
+    print(f"    key_sha256: {hash_key(key)}")
+    return 0
+
+
+def cmd_keys_hash(args: argparse.Namespace) -> int:
+    """Print the SHA-256 of a key read from standard input."""
+    key = sys.stdin.readline().strip()
+    if not key:
+        print("error: no key on standard input", file=sys.stderr)
+        return 1
+    print(hash_key(key))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmgw", description="LLM gateway")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -260,6 +288,16 @@ def build_parser() -> argparse.ArgumentParser:
     usage.add_argument("--by", choices=["key", "tenant", "model", "day"], default="key")
     usage.add_argument("--format", choices=["table", "json", "csv"], default="table")
     usage.set_defaults(func=cmd_usage)
+
+    keys = commands.add_parser("keys", help="create gateway keys and their hashes")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    new = key_commands.add_parser("new", help="print a new key and its config entry")
+    new.add_argument("--name", default="my-key", help="the key's name in the config")
+    new.set_defaults(func=cmd_keys_new)
+    hashed = key_commands.add_parser(
+        "hash", help="print the key_sha256 of a key read from standard input"
+    )
+    hashed.set_defaults(func=cmd_keys_hash)
     return parser
 
 

@@ -19,6 +19,9 @@ import orjson
 import pytest
 import redis
 
+from llmgw.config import load_config
+from llmgw.pipeline.authenticate import KeyStore
+
 LLMGW = [sys.executable, "-m", "llmgw.cli"]
 REDIS_URL = "redis://127.0.0.1:6379/15"
 
@@ -210,3 +213,25 @@ def test_sigint_during_startup_stops(tmp_path: Path, delay: float) -> None:
         raise AssertionError(f"llmgw serve hung after SIGINT at {delay} s") from None
     assert process.returncode == 0
     assert "Traceback" not in stderr
+
+
+def test_keys_new_entry_authenticates_its_key(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*LLMGW, "keys", "new", "--name", "ci"], capture_output=True, text=True
+    )
+    assert result.returncode == 0
+    key = result.stdout.split("shown once, give it to the caller): ")[1].split()[0]
+    entry = result.stdout.split("config entry:\n")[1]
+
+    config = write_config(tmp_path, free_port(), None)
+    text = config.read_text().replace("  - {name: dev, key: sk-cli-test}\n", entry)
+    config.write_text(text)
+    loaded = load_config(config)
+    assert [k.name for k in loaded.keys] == ["ci"]
+    assert KeyStore(loaded.keys).lookup(key) is not None
+    assert key not in config.read_text()
+
+    hashed = subprocess.run(
+        [*LLMGW, "keys", "hash"], input=f"{key}\n", capture_output=True, text=True
+    )
+    assert hashed.stdout.strip() == loaded.keys[0].key_sha256
