@@ -23,7 +23,8 @@ turns it into a response::
     │   ├── UpstreamTimeout             504 upstream_timeout
     │   └── UpstreamHTTPError           the upstream's own status and body
     └── InternalError                   500 blame: gateway
-        └── BackendUnavailable          503 (Redis or the ledger sink)
+        ├── BackendUnavailable          503 (Redis or the ledger sink)
+        └── ShuttingDown                503 server_shutdown
 """
 
 from __future__ import annotations
@@ -207,4 +208,12 @@ class InternalError(GatewayError):
 class BackendUnavailable(InternalError):
     status = 503
     code = "backend_unavailable"
+    retryable = True
+
+
+class ShuttingDown(InternalError):
+    """The shutdown grace period ended before the request finished."""
+
+    status = 503
+    code = "server_shutdown"
     retryable = True

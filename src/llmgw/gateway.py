@@ -15,6 +15,7 @@ from llmgw.ledger.drain import LedgerDrainer
 from llmgw.ledger.sink import Sink
 from llmgw.limits.base import Backend
 from llmgw.pipeline.authenticate import KeyStore
+from llmgw.pipeline.context import RequestContext
 from llmgw.pipeline.policy import Router
 from llmgw.providers.openai import OpenAIProvider
 from llmgw.tokens import TokenCounter
@@ -35,9 +36,9 @@ class Gateway:
     # Set once shutdown begins, so requests cut at the end of the grace
     # period are recorded as cut by the server, not by the client.
     stopping: bool = False
-    # Handler tasks relaying a stream, so shutdown can end them with an
-    # error event before aiohttp closes their connections.
-    streams: set[asyncio.Task[Any]] = field(default_factory=set)
+    # Handler tasks of requests in flight, so that shutdown can end them
+    # with an error response or event before aiohttp closes connections.
+    in_flight: dict[asyncio.Task[Any], RequestContext] = field(default_factory=dict)
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def provider(self, name: str) -> OpenAIProvider:
@@ -56,10 +57,11 @@ class Gateway:
         if not task.cancelled() and task.exception() is not None:
             log.error("background_task_failed", error=repr(task.exception()))
 
-    def cut_streams(self) -> None:
-        """Cancel every stream still relaying; each sends the client an
-        error event and ends its response."""
-        for task in list(self.streams):
+    def cut_requests(self) -> None:
+        """Cancel every request still in flight. A stream sends the client an
+        error event and ends; any other request answers 503."""
+        for task, ctx in list(self.in_flight.items()):
+            ctx.cut_by_shutdown = True
             task.cancel()
 
     async def wait_background(self) -> None:

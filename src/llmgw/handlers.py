@@ -11,7 +11,13 @@ import orjson
 import structlog
 from aiohttp import web
 
-from llmgw.errors import GatewayError, InputTooLong, InternalError, ModelNotFound
+from llmgw.errors import (
+    GatewayError,
+    InputTooLong,
+    InternalError,
+    ModelNotFound,
+    ShuttingDown,
+)
 from llmgw.gateway import Gateway
 from llmgw.pipeline.admit import admit, needs_token_estimate
 from llmgw.pipeline.authenticate import Principal, authenticate
@@ -45,6 +51,9 @@ async def request_scope(gateway: Gateway, ctx: RequestContext) -> AsyncIterator[
     cancels the handler, cannot cut it short.
     """
     structlog.contextvars.bind_contextvars(request_id=ctx.request_id)
+    task = asyncio.current_task()
+    if task is not None:
+        gateway.in_flight[task] = ctx
     try:
         yield
     except GatewayError as exc:
@@ -53,6 +62,15 @@ async def request_scope(gateway: Gateway, ctx: RequestContext) -> AsyncIterator[
     except asyncio.CancelledError:
         if ctx.stream_complete:
             raise
+        if ctx.cut_by_shutdown and not ctx.streamed and task is not None:
+            # The gateway itself cancelled this request just before aiohttp
+            # would close the connection: answer 503 instead of nothing.
+            task.uncancel()
+            error = ShuttingDown(
+                "The gateway is shutting down and stopped this request; retry it."
+            )
+            ctx.fail(error)
+            raise error from None
         if gateway.stopping:
             ctx.error_type = "server_shutdown"
             if not ctx.streamed:
@@ -68,6 +86,8 @@ async def request_scope(gateway: Gateway, ctx: RequestContext) -> AsyncIterator[
         log.exception("unhandled_error", error=repr(exc))
         raise
     finally:
+        if task is not None:
+            gateway.in_flight.pop(task, None)
         structlog.contextvars.unbind_contextvars("request_id")
         # Not awaited: the response goes out without waiting for the settle
         # round trip, and shutdown waits for every settlement still running.
@@ -147,21 +167,15 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         )
         payload = orjson.dumps(body)
         if chat.stream:
-            task = asyncio.current_task()
-            assert task is not None
-            gateway.streams.add(task)
-            try:
-                return await forward_stream(
-                    request,
-                    ctx,
-                    provider,
-                    "/chat/completions",
-                    payload,
-                    encoding,
-                    chat.include_usage,
-                )
-            finally:
-                gateway.streams.discard(task)
+            return await forward_stream(
+                request,
+                ctx,
+                provider,
+                "/chat/completions",
+                payload,
+                encoding,
+                chat.include_usage,
+            )
         return await forward_json(
             request, ctx, provider, "/chat/completions", payload, encoding
         )

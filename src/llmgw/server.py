@@ -208,11 +208,11 @@ async def _stop(runner: web.AppRunner, config: Config) -> None:
     log.info("stopping", reason="signal")
     gateway = runner.app[GATEWAY]
     gateway.stopping = True
-    # End the streams still running half a second before aiohttp would
-    # cancel them and close their connections, so each client gets an
-    # error event and a complete response instead of a cut connection.
+    # End the requests still running half a second before aiohttp would
+    # cancel them and close their connections, so each client gets a 503 or
+    # an error event and a complete response instead of a cut connection.
     grace = config.server.shutdown_timeout
-    asyncio.get_running_loop().call_later(max(0.0, grace - 0.5), gateway.cut_streams)
+    asyncio.get_running_loop().call_later(max(0.0, grace - 0.5), gateway.cut_requests)
     await runner.cleanup()
     log.info("stopped")
 

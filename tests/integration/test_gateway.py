@@ -570,7 +570,7 @@ async def test_shutdown_grace_end_cuts_stream_with_error(tmp_path: Path) -> None
         gw.gateway.stopping = True
         shutdown = asyncio.create_task(gw.server.close())
         await asyncio.sleep(0.2)
-        gw.gateway.cut_streams()
+        gw.gateway.cut_requests()
         events = await read_sse(response)
         await asyncio.wait_for(shutdown, timeout=3)
 
@@ -644,3 +644,20 @@ async def test_stream_past_total_timeout_ends_with_error(gw: Harness) -> None:
     [row] = await gw.ledger_rows()
     assert row["error_type"] == "upstream_timeout"
     assert row["output_tokens"] >= 1
+
+
+async def test_shutdown_grace_end_answers_503(gw: Harness) -> None:
+    request = asyncio.create_task(gw.post(CHAT, chat_body(user="stall")))
+    await asyncio.sleep(0.2)  # the upstream stalls; the request is in flight
+
+    # What `llmgw serve` does when the grace period ends.
+    gw.gateway.stopping = True
+    gw.gateway.cut_requests()
+    response = await request
+
+    assert response.status == 503
+    assert (await error_of(response))["code"] == "server_shutdown"
+    [row] = await gw.ledger_rows()
+    assert row["status"] == 503
+    assert row["error_type"] == "server_shutdown"
+    assert row["client_aborted"] == 0

@@ -47,6 +47,7 @@ class RequestContext:
     # Set once the client has been sent "data: [DONE]": a client that hangs
     # up after that (the openai SDK does) received the whole stream.
     stream_complete: bool = False
+    cut_by_shutdown: bool = False
     status: int = 200
     error_type: str | None = None
     first_byte_at: float | None = None
