@@ -169,8 +169,8 @@ class UpstreamUnreachable(UpstreamError):
 
 
 class UpstreamRedirect(UpstreamError):
-    """The provider answered with a redirect, which the gateway never follows:
-    it would resend the prompt to an address nobody configured."""
+    """The provider responded with a redirect. The gateway does not follow
+    it, because that would resend the prompt to an unconfigured address."""
 
     code = "upstream_redirect"
     retryable = False

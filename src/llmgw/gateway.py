@@ -59,7 +59,7 @@ class Gateway:
 
     def cut_requests(self) -> None:
         """Cancel every request still in flight. A stream sends the client an
-        error event and ends; any other request answers 503."""
+        error event and ends, and any other request responds with 503."""
         for task, ctx in list(self.in_flight.items()):
             ctx.cut_by_shutdown = True
             task.cancel()

@@ -64,7 +64,7 @@ async def request_scope(gateway: Gateway, ctx: RequestContext) -> AsyncIterator[
             raise
         if ctx.cut_by_shutdown and not ctx.streamed and task is not None:
             # The gateway itself cancelled this request just before aiohttp
-            # would close the connection: answer 503 instead of nothing.
+            # would close the connection, so the client gets a 503 response.
             task.uncancel()
             error = ShuttingDown(
                 "The gateway is shutting down and stopped this request; retry it."

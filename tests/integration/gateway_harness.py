@@ -105,8 +105,8 @@ class Harness:
         return [dict(row) for row in rows]
 
 
-# The longest the event loop may go without running a ready task while a
-# test runs. Far above normal scheduling noise, far below a blocking call
+# The maximum time the event loop may go without running a ready task
+# while a test runs. Far above normal scheduling noise, far below a blocking call
 # such as a synchronous network read or a big prompt counted on the loop.
 MAX_LOOP_STALL = 0.5
 

@@ -1,7 +1,7 @@
 """A fake OpenAI-compatible provider on loopback, steered per request.
 
-The request's ``user`` field picks a behaviour (recorded stream replay,
-error, stall, reset mid-stream, slow drip); every request is kept in
+The request's ``user`` field picks a behaviour: recorded stream replay,
+error, stall, reset mid-stream or slow drip. Every request is kept in
 ``requests`` so tests can check what the gateway sent upstream.
 """
 

@@ -3,7 +3,8 @@
 Entries are acknowledged only after the sink has committed them. A drainer
 that dies between the commit and the ack leaves them pending, so the next
 read delivers them again. The sink skips request ids it already contains, so
-nothing is lost and nothing is stored twice.
+nothing is lost and nothing is stored twice, as long as the stream itself
+survives (a Redis restart without persistence empties it).
 """
 
 from __future__ import annotations

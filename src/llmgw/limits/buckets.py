@@ -41,7 +41,7 @@ def refund(bucket: Bucket, tokens: float, amount: float) -> float:
     A negative amount takes tokens and may leave the bucket below zero, which
     then delays later requests until the refill covers the debt. The debt
     stops at one capacity, so one request that used far more than it
-    reserved (no output cap, a huge answer) locks its key out for at most
+    reserved (no output cap, a huge response) locks its key out for at most
     two full refill periods, not for days.
     """
     return max(-bucket.capacity, min(bucket.capacity, tokens + amount))

@@ -26,7 +26,7 @@ class Reservation:
 
 
 def key_buckets(principal: Principal) -> tuple[Bucket | None, Bucket | None]:
-    """The key's request bucket and token bucket, None where no limit is set."""
+    """Return the key's request and token buckets, None where no limit is set."""
     limits = principal.limits
     requests = tokens = None
     if limits.requests_per_minute is not None:
@@ -123,8 +123,9 @@ async def admit(
 
 
 def refunds(reservation: Reservation | None, used_tokens: int) -> list[Charge]:
-    """What settlement gives back: unused reserved tokens (negative when the
-    request used more than it reserved). Requests are never returned."""
+    """Return the charges settlement gives back: unused reserved tokens,
+    negative when the request used more than it reserved. Requests are
+    never returned."""
     if reservation is None:
         return []
     return [

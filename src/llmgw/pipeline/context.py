@@ -35,7 +35,7 @@ class RequestContext:
     model: str | None = None
     deployment: Deployment | None = None
     reservation: Reservation | None = None
-    # What the ledger needs to count the prompt later if nobody counted it
+    # What the ledger needs to count the prompt later if it was not counted
     # before forwarding: the messages or embeddings input.
     prompt: Any = None
     input_tokens: int | None = None  # local count, None until counted

@@ -1,7 +1,7 @@
 """Forward: send the request upstream and relay the response.
 
-Streams are relayed event by event as they arrive; the usage-only chunk the
-gateway forced upstream is hidden from clients that did not ask for it.
+Streams are relayed event by event as they arrive. The usage-only chunk the
+gateway requested upstream is hidden from clients that did not request it.
 """
 
 from __future__ import annotations
@@ -265,7 +265,7 @@ async def forward_stream(
         finally:
             relay.finish()
             if not upstream.content.is_eof():
-                # Stop the upstream generating tokens nobody will read.
+                # Stop the upstream from generating tokens that no client will read.
                 upstream.close()
     if not ctx.client_aborted:
         try:

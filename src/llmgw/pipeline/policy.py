@@ -19,7 +19,7 @@ def is_glob(name: str) -> bool:
 
 @dataclass(frozen=True)
 class Deployment:
-    """Where one request goes: the provider and the model name it knows."""
+    """The target of one request: the provider and its name for the model."""
 
     public_name: str
     provider: ProviderConfig
@@ -60,7 +60,7 @@ class Router:
         )
 
     def listed_names(self) -> list[str]:
-        """The model names configured one by one, without glob routes."""
+        """Return the model names configured one by one, without glob routes."""
         return list(self._exact)
 
     def glob_routes(self) -> list[tuple[str, str]]:
@@ -97,7 +97,7 @@ class Caps:
 def effective_caps(
     config: Config, deployment: Deployment, principal: Principal
 ) -> Caps:
-    """The smallest of the global, per-model and per-key caps."""
+    """Return the smallest of the global, per-model and per-key caps."""
     return Caps(
         max_input_tokens=_smallest(
             config.policies.max_input_tokens,

@@ -105,7 +105,7 @@ async def _write_to_sink(gateway: Gateway, record: UsageRecord) -> None:
         await gateway.sink.write([record])
     except Exception as exc:  # any sink failure: the log line is the last copy
         # NOTE: with both the back end and the sink down the record exists
-        # only in this log line; there is no local spool to replay it from.
+        # only in this log line, because there is no local spool to replay.
         log.error(
             "ledger_write_failed",
             request_id=record.request_id,

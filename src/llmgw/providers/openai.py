@@ -212,7 +212,7 @@ class OpenAIProvider:
             yield response
         except BaseException:
             # Closing, not releasing, so a half-read body never goes back to
-            # the pool and the upstream sees the request cancelled.
+            # the pool, and the dropped connection cancels the upstream request.
             response.close()
             raise
         response.release()
