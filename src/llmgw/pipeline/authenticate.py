@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from llmgw.config import KeyConfig, KeyLimits
 from llmgw.errors import AuthenticationFailed
+from llmgw.limits.spec import LimitSpec, Scope
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,16 @@ class Principal:
     limits: KeyLimits
     max_input_tokens: int | None
     max_output_tokens: int | None
+    scopes: tuple[Scope, ...] = ()
+    """The levels the request is counted at: key, then team, then tenant."""
+
+
+def _key_scope(key: KeyConfig) -> Scope:
+    limits = LimitSpec(
+        requests_per_minute=key.limits.requests_per_minute,
+        tokens_per_minute=key.limits.tokens_per_minute,
+    )
+    return Scope(kind="key", id=key.name, tenant=key.tenant, limits=limits)
 
 
 class KeyStore:
@@ -34,6 +45,7 @@ class KeyStore:
                 limits=key.limits,
                 max_input_tokens=key.max_input_tokens,
                 max_output_tokens=key.max_output_tokens,
+                scopes=(_key_scope(key),),
             )
             for key in keys
         }
