@@ -73,14 +73,17 @@ class EmbeddingsRequest:
 class Usage:
     """Token usage as an upstream reported it.
 
-    ``input_tokens`` includes ``cached_tokens``, and ``output_tokens``
-    includes ``reasoning_tokens``, as in the OpenAI API.
+    ``input_tokens`` includes ``cached_tokens`` and ``cache_write_tokens``,
+    and ``output_tokens`` includes ``reasoning_tokens``, as in the OpenAI API.
     """
 
     input_tokens: int
     output_tokens: int
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_tokens: int = 0
+    """Input tokens written to the provider's prompt cache (Anthropic's
+    ``cache_creation_input_tokens``), which bill at a different rate."""
 
 
 @dataclass(frozen=True, slots=True)
