@@ -164,7 +164,9 @@ class _StreamRelay:
 
     def finish(self) -> None:
         self.ctx.usage = self.tally.usage
-        self.ctx.output_tally = self.tally.output_tokens
+        if self.ctx.usage is None:
+            # Only a stream without upstream usage is billed by local count.
+            self.ctx.output_tally = self.tally.output_tokens
 
 
 class _StreamTimeout(Exception):

@@ -199,18 +199,24 @@ class StreamTally:
     The local tally counts every choice's text and tool-call deltas with
     ``encoding``, plus ``TOOL_CALL_OVERHEAD_TOKENS`` per tool call. It
     replaces upstream usage when none arrives, for example when the stream is
-    cut off.
+    cut off. The text pieces are kept and counted when ``output_tokens`` is
+    read, so a stream whose upstream reports usage is never tokenized.
     """
 
     def __init__(self, encoding: tiktoken.Encoding) -> None:
         self._encoding = encoding
         self._output_tokens = 0
+        self._uncounted: list[str] = []
         self._usage: Usage | None = None
         self._error: dict[str, Any] | None = None
 
     @property
     def output_tokens(self) -> int:
         """The local count of output tokens so far."""
+        if self._uncounted:
+            for piece in self._uncounted:
+                self._output_tokens += count_output_piece(piece, self._encoding)
+            self._uncounted.clear()
         return self._output_tokens
 
     @property
@@ -273,7 +279,7 @@ class StreamTally:
 
         for piece in pieces:
             if isinstance(piece, str) and piece:
-                self._output_tokens += count_output_piece(piece, self._encoding)
+                self._uncounted.append(piece)
                 has_output = True
         return has_output
 

@@ -104,6 +104,10 @@ class OpenAIProvider:
         self._session = session
         self._base_url = config.base_url.rstrip("/")
         self._api_key = config.api_key.value
+        # The first-byte, idle and total limits are applied around the calls.
+        self._client_timeout = aiohttp.ClientTimeout(
+            total=None, connect=config.timeouts.connect, sock_read=None
+        )
         # (expiry on the monotonic clock, model ids); empty after a failure.
         self._model_list: tuple[float, list[str]] | None = None
 
@@ -181,9 +185,6 @@ class OpenAIProvider:
         failures before the headers.
         """
         timeouts = self.config.timeouts
-        client_timeout = aiohttp.ClientTimeout(
-            total=None, connect=timeouts.connect, sock_read=None
-        )
         url = f"{self._base_url}{path}"
         try:
             async with asyncio.timeout(timeouts.first_byte):
@@ -191,7 +192,7 @@ class OpenAIProvider:
                     url,
                     data=body,
                     headers=self.request_headers(incoming),
-                    timeout=client_timeout,
+                    timeout=self._client_timeout,
                     allow_redirects=False,
                 )
         except TimeoutError:
