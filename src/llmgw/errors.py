@@ -17,6 +17,8 @@ turns it into a response::
     │   ├── RequestTimeout              408 request_timeout
     │   ├── BodyTooLarge                413 request_too_large
     │   └── RateLimited                 429 rate_limit_exceeded
+    │       ├── QuotaExceeded           429 quota_exceeded
+    │       └── BudgetExceeded          429 budget_exceeded
     ├── UpstreamError                   blame: upstream
     │   ├── UpstreamUnreachable         502 upstream_unreachable
     │   ├── UpstreamRedirect            502 upstream_redirect
@@ -129,7 +131,12 @@ class BodyTooLarge(ClientError):
 
 
 class RateLimited(ClientError):
-    """A bucket is short. ``limit_kind`` is ``requests`` or ``tokens``."""
+    """A limit rejected the request.
+
+    ``limit_kind`` is ``requests``, ``tokens`` or ``concurrency`` here, and
+    ``quota`` or ``budget`` in the subclasses. ``retry_after`` is None when
+    the request exceeds the whole limit, so a retry cannot help.
+    """
 
     status = 429
     code = "rate_limit_exceeded"
@@ -153,7 +160,38 @@ class RateLimited(ClientError):
 
     def openai_body(self) -> dict[str, Any]:
         body = super().openai_body()
+        # OpenAI puts the exhausted resource in "type" for rate limits.
         body["error"]["type"] = self.limit_kind
+        return body
+
+
+class QuotaExceeded(RateLimited):
+    """A token quota of a day, week or month is used up."""
+
+    code = "quota_exceeded"
+
+    @property
+    def kind(self) -> str:
+        return self.code
+
+    def openai_body(self) -> dict[str, Any]:
+        body = super().openai_body()
+        body["error"]["type"] = self.code
+        return body
+
+
+class BudgetExceeded(RateLimited):
+    """A US dollar budget of a day, week or month is spent."""
+
+    code = "budget_exceeded"
+
+    @property
+    def kind(self) -> str:
+        return self.code
+
+    def openai_body(self) -> dict[str, Any]:
+        body = super().openai_body()
+        body["error"]["type"] = self.code
         return body
 
 

@@ -1,11 +1,22 @@
-"""Token bucket arithmetic and the memory back end on a fake clock."""
+"""Limit arithmetic and the memory back end on a fake clock."""
 
 from __future__ import annotations
 
 import pytest
 
 from llmgw.ledger.record import UsageRecord
-from llmgw.limits.base import Bucket, Charge
+from llmgw.limits.base import (
+    CONCURRENCY_RETRY_SECONDS,
+    PERIOD_KEY_GRACE_SECONDS,
+    AdmitItem,
+    Bucket,
+    Charge,
+    Commit,
+    ConcurrencyLimit,
+    Lease,
+    PeriodLimit,
+    Reserve,
+)
 from llmgw.limits.buckets import (
     Level,
     build_admission,
@@ -13,7 +24,8 @@ from llmgw.limits.buckets import (
     is_admitted,
     refill,
     refund,
-    validate_charges,
+    validate_items,
+    validate_settle_items,
 )
 from llmgw.limits.memory import MemoryBackend
 
@@ -22,6 +34,9 @@ BUCKET = Bucket(key="key:test:tokens", kind="tokens", capacity=10, refill_per_se
 OTHER = Bucket(
     key="key:test:requests", kind="requests", capacity=3, refill_per_second=0.5
 )
+SLOTS = ConcurrencyLimit(key="concurrency:key:test", limit=2)
+# A quota whose period ends 500 s after the fake clock's start.
+QUOTA = PeriodLimit(key="quota:key:test:day:x", unit="tokens", limit=100, ends_at=1500)
 
 
 class FakeClock:
@@ -93,7 +108,7 @@ def test_is_admitted_needs_every_bucket() -> None:
 
 def test_admission_admitted_states() -> None:
     charges = [Charge(BUCKET, 4), Charge(OTHER, 1)]
-    admission = build_admission(charges, [10.0, 2.0], admitted=True)
+    admission = build_admission(charges, [10.0, 2.0], admitted=True, now=0)
 
     assert admission.admitted
     assert admission.retry_after is None
@@ -104,7 +119,7 @@ def test_admission_admitted_states() -> None:
 
 def test_admission_rejected_takes_nothing() -> None:
     charges = [Charge(BUCKET, 4), Charge(OTHER, 1)]
-    admission = build_admission(charges, [10.0, 0.25], admitted=False)
+    admission = build_admission(charges, [10.0, 0.25], admitted=False, now=0)
 
     assert not admission.admitted
     assert [state.remaining for state in admission.states] == [10.0, 0.25]
@@ -114,29 +129,90 @@ def test_admission_rejected_takes_nothing() -> None:
 def test_admission_retry_after_is_slowest_short_bucket() -> None:
     # BUCKET lacks 3 tokens at 2/s (1.5 s), OTHER lacks 1 at 0.5/s (2 s).
     charges = [Charge(BUCKET, 8), Charge(OTHER, 2)]
-    admission = build_admission(charges, [5.0, 1.0], admitted=False)
+    admission = build_admission(charges, [5.0, 1.0], admitted=False, now=0)
 
     assert admission.retry_after == 2.0
-    assert admission.short_bucket == BUCKET
+    assert admission.short_bucket == OTHER
 
 
 def test_admission_over_capacity_never_passes() -> None:
     charges = [Charge(BUCKET, 11), Charge(OTHER, 1)]
-    admission = build_admission(charges, [10.0, 3.0], admitted=False)
+    admission = build_admission(charges, [10.0, 3.0], admitted=False, now=0)
 
     assert not admission.admitted
     assert admission.retry_after is None
     assert admission.short_bucket == BUCKET
 
 
-def test_validate_charges_rejects_negative() -> None:
+def test_validate_items_rejects_negative() -> None:
     with pytest.raises(ValueError, match="must be >= 0"):
-        validate_charges([Charge(BUCKET, -1)])
+        validate_items([Charge(BUCKET, -1)], "r1", 60)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        validate_items([Reserve(QUOTA, -1)], "r1", 60)
 
 
-def test_validate_charges_rejects_duplicate_bucket() -> None:
+def test_validate_items_rejects_duplicate_limit() -> None:
     with pytest.raises(ValueError, match="charged twice"):
-        validate_charges([Charge(BUCKET, 1), Charge(BUCKET, 2)])
+        validate_items([Charge(BUCKET, 1), Charge(BUCKET, 2)], "r1", 60)
+
+
+def test_validate_items_needs_request_id() -> None:
+    with pytest.raises(ValueError, match="missing request_id"):
+        validate_items([Lease(SLOTS)], "", 60)
+    with pytest.raises(ValueError, match="missing request_id"):
+        validate_settle_items([Commit(QUOTA, 3)], "")
+    validate_items([Charge(BUCKET, 1)], "", 60)
+
+
+@pytest.mark.parametrize("lease_seconds", [0, -1, 86_401])
+def test_validate_items_rejects_lease_time(lease_seconds: float) -> None:
+    with pytest.raises(ValueError, match="invalid lease_seconds"):
+        validate_items([Lease(SLOTS)], "r1", lease_seconds)
+
+
+def test_admission_lease_and_quota_levels() -> None:
+    items: list[AdmitItem] = [Lease(SLOTS), Reserve(QUOTA, 30)]
+
+    assert is_admitted(items, [1.0, 70.0])
+    assert not is_admitted(items, [2.0, 0.0])
+    assert not is_admitted(items, [0.0, 70.5])
+
+
+def test_admission_lease_short_retries_soon() -> None:
+    admission = build_admission([Lease(SLOTS)], [2.0], admitted=False, now=1000)
+
+    assert admission.shortfall is not None
+    assert admission.shortfall.limit == SLOTS
+    assert admission.shortfall.remaining == 0
+    assert admission.retry_after == CONCURRENCY_RETRY_SECONDS
+    assert admission.states == ()
+
+
+def test_admission_quota_short_waits_for_period_end() -> None:
+    admission = build_admission([Reserve(QUOTA, 30)], [80.0], admitted=False, now=1000)
+
+    assert admission.shortfall is not None
+    assert admission.shortfall.remaining == 20
+    assert admission.shortfall.requested == 30
+    assert admission.retry_after == 500
+
+
+def test_admission_blames_longest_wait() -> None:
+    # The quota waits 500 s for its period to end, the bucket 1.5 s.
+    items: list[AdmitItem] = [Charge(BUCKET, 8), Lease(SLOTS), Reserve(QUOTA, 30)]
+    admission = build_admission(items, [5.0, 2.0, 80.0], admitted=False, now=1000)
+
+    assert admission.shortfall is not None
+    assert admission.shortfall.limit == QUOTA
+
+
+def test_admission_blames_never_fitting_limit() -> None:
+    items: list[AdmitItem] = [Reserve(QUOTA, 30), Charge(BUCKET, 11)]
+    admission = build_admission(items, [80.0, 10.0], admitted=False, now=1000)
+
+    assert admission.shortfall is not None
+    assert admission.shortfall.limit == BUCKET
+    assert admission.retry_after is None
 
 
 @pytest.mark.parametrize(
@@ -250,3 +326,82 @@ async def test_memory_claim_waits_for_idle_time() -> None:
     assert [entry.entry_id for entry in claimed] == [taken[0].entry_id]
     assert len(backend.ledger) == 0
     assert backend.ledger.pending_count == 0
+
+
+async def test_memory_lease_limits_and_releases() -> None:
+    backend = MemoryBackend(clock=FakeClock())
+
+    first = await backend.admit([Lease(SLOTS)], request_id="r1", lease_seconds=60)
+    second = await backend.admit([Lease(SLOTS)], request_id="r2", lease_seconds=60)
+    third = await backend.admit([Lease(SLOTS)], request_id="r3", lease_seconds=60)
+    await backend.settle([Lease(SLOTS)], None, request_id="r1")
+    fourth = await backend.admit([Lease(SLOTS)], request_id="r4", lease_seconds=60)
+
+    assert first.admitted
+    assert second.admitted
+    assert not third.admitted
+    assert fourth.admitted
+    assert backend.leases(SLOTS.key) == 2
+
+
+async def test_memory_lease_expires_at_deadline() -> None:
+    clock = FakeClock()
+    backend = MemoryBackend(clock=clock)
+    await backend.admit([Lease(SLOTS)], request_id="dead-1", lease_seconds=10)
+    await backend.admit([Lease(SLOTS)], request_id="dead-2", lease_seconds=10)
+
+    clock.now += 9.999
+    before = await backend.admit([Lease(SLOTS)], request_id="r1", lease_seconds=10)
+    clock.now += 0.001
+    after = await backend.admit([Lease(SLOTS)], request_id="r2", lease_seconds=10)
+
+    assert not before.admitted
+    assert after.admitted
+    assert backend.leases(SLOTS.key) == 1
+
+
+async def test_memory_quota_commit_replaces_reservation() -> None:
+    backend = MemoryBackend(clock=FakeClock())
+
+    await backend.admit([Reserve(QUOTA, 60)], request_id="r1", lease_seconds=60)
+    reserved = backend.period_state(QUOTA.key)
+    rejected = await backend.admit([Reserve(QUOTA, 50)], request_id="r2")
+    await backend.settle([Commit(QUOTA, 25)], make_record(), request_id="r1")
+    settled = backend.period_state(QUOTA.key)
+    admitted = await backend.admit([Reserve(QUOTA, 50)], request_id="r3")
+
+    assert reserved == (0, 60)
+    assert not rejected.admitted
+    assert settled == (25, 0)
+    assert admitted.admitted
+
+
+async def test_memory_quota_reservation_expires() -> None:
+    clock = FakeClock()
+    backend = MemoryBackend(clock=clock)
+    await backend.admit([Reserve(QUOTA, 100)], request_id="dead", lease_seconds=5)
+
+    blocked = await backend.admit([Reserve(QUOTA, 1)], request_id="r1")
+    clock.now += 5
+    freed = await backend.admit([Reserve(QUOTA, 1)], request_id="r2")
+    # The dead worker's request settles late: its usage still counts.
+    await backend.settle([Commit(QUOTA, 40)], None, request_id="dead")
+
+    assert not blocked.admitted
+    assert freed.admitted
+    assert backend.period_state(QUOTA.key) == (40, 1)
+
+
+async def test_memory_period_counter_expires_after_grace() -> None:
+    clock = FakeClock()
+    backend = MemoryBackend(clock=clock)
+    await backend.admit([Reserve(QUOTA, 10)], request_id="r1")
+    await backend.settle([Commit(QUOTA, 10)], None, request_id="r1")
+
+    clock.now = QUOTA.ends_at + PERIOD_KEY_GRACE_SECONDS - 1
+    before_expiry = backend.period_state(QUOTA.key)
+    clock.now += 1
+    await backend.admit([Reserve(QUOTA, 1)], request_id="r2")
+
+    assert before_expiry == (10, 0)
+    assert backend.period_state(QUOTA.key) == (0, 1)

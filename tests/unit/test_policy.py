@@ -23,6 +23,7 @@ from llmgw.errors import (
 )
 from llmgw.limits.base import Bucket, BucketState
 from llmgw.limits.memory import MemoryBackend
+from llmgw.limits.spec import LimitSpec, Scope
 from llmgw.pipeline.admit import admit, format_duration, ratelimit_headers
 from llmgw.pipeline.authenticate import (
     KeyStore,
@@ -210,9 +211,16 @@ async def test_too_large_request_blames_token_bucket() -> None:
         key_name="both",
         tenant=None,
         models=None,
-        limits=KeyLimits(requests_per_minute=1, tokens_per_minute=100),
         max_input_tokens=None,
         max_output_tokens=None,
+        scopes=(
+            Scope(
+                "key",
+                "both",
+                None,
+                LimitSpec(requests_per_minute=1, tokens_per_minute=100),
+            ),
+        ),
     )
     backend = MemoryBackend()
     await admit(backend, principal, 10)

@@ -1,4 +1,5 @@
-"""Token-bucket rate limits and the ledger stream, in process or in Redis."""
+"""Rate limits, concurrency, quotas, budgets and the ledger stream, in
+process or in Redis."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ from llmgw.limits.base import (
     Bucket,
     BucketState,
     Charge,
+    Commit,
+    ConcurrencyLimit,
+    Lease,
     LedgerEntry,
+    PeriodLimit,
+    Reserve,
+    Shortfall,
 )
 from llmgw.limits.memory import MemoryBackend
 from llmgw.limits.redis import RedisBackend
@@ -24,9 +31,15 @@ __all__ = [
     "Bucket",
     "BucketState",
     "Charge",
+    "Commit",
+    "ConcurrencyLimit",
+    "Lease",
     "LedgerEntry",
     "MemoryBackend",
+    "PeriodLimit",
     "RedisBackend",
+    "Reserve",
+    "Shortfall",
     "open_backend",
 ]
 

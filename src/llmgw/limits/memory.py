@@ -1,27 +1,43 @@
-"""The embedded back end: buckets and ledger stream in this process only.
+"""The embedded back end: limits and ledger stream in this process only.
 
-It has the semantics of ``RedisBackend`` for a single process. Every
-check-and-update runs with no ``await`` inside it, so on one event loop it is
-as atomic as a Lua script. Two processes with their own ``MemoryBackend`` do
-not share limits.
+It has the semantics of ``RedisBackend`` for a single process, state for
+state: the same bucket arithmetic, lease deadlines in whole milliseconds and
+period counters that expire a day after their period. Every check-and-update
+runs with no ``await`` inside it, so on one event loop it is as atomic as a
+Lua script. Two processes with their own ``MemoryBackend`` do not share
+limits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from llmgw.ledger.record import UsageRecord
-from llmgw.limits.base import Admission, Charge, LedgerEntry
+from llmgw.limits.base import (
+    DEFAULT_LEASE_SECONDS,
+    PERIOD_KEY_GRACE_SECONDS,
+    Admission,
+    AdmitItem,
+    Charge,
+    Lease,
+    LedgerEntry,
+    PeriodLimit,
+    SettleItem,
+)
 from llmgw.limits.buckets import (
     Level,
     build_admission,
     is_admitted,
+    lease_deadline_ms,
+    now_ms,
     refill,
     refund,
-    validate_charges,
+    validate_items,
+    validate_settle_items,
 )
 
 
@@ -126,54 +142,174 @@ class MemoryLedger:
         return entries
 
 
-class MemoryBackend:
-    """Token buckets and the ledger stream in this process.
+@dataclass
+class _PeriodCounter:
+    """A period limit's state, as the hash and sorted set of admit.lua hold it."""
 
-    ``clock`` returns seconds and must never go backwards; tests inject a fake
-    one. It also times how long a read ledger entry has been pending.
+    expire_at: float
+    used: int = 0
+    # Request id to (reserved amount, deadline in ms).
+    reservations: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def drop_expired(self, now_ms: int) -> None:
+        expired = [
+            request_id
+            for request_id, (_, deadline) in self.reservations.items()
+            if deadline <= now_ms
+        ]
+        for request_id in expired:
+            del self.reservations[request_id]
+
+    @property
+    def level(self) -> int:
+        return self.used + sum(amount for amount, _ in self.reservations.values())
+
+
+class MemoryBackend:
+    """Limits and the ledger stream in this process.
+
+    ``clock`` returns Unix time in seconds, like Redis TIME, because period
+    limits end at calendar times; tests inject a fake one. Like Redis time it
+    may go backwards, which bucket refills treat as no time passing. It also
+    times how long a read ledger entry has been pending.
     """
 
     def __init__(
         self,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
         claim_idle_ms: int = 60_000,
     ) -> None:
         self._clock = clock
         self._levels: dict[str, Level] = {}
+        # Limit key to request id to lease deadline in ms.
+        self._leases: dict[str, dict[str, int]] = {}
+        self._counters: dict[str, _PeriodCounter] = {}
+        self._next_sweep = 0.0
         self.ledger = MemoryLedger(clock, claim_idle_ms / 1000)
 
     def level(self, bucket_key: str) -> Level | None:
         """Return the stored state of a bucket, or None if it was never written."""
         return self._levels.get(bucket_key)
 
-    async def admit(self, charges: Sequence[Charge]) -> Admission:
-        validate_charges(charges)
+    def leases(self, limit_key: str) -> int:
+        """Return the leases held under a concurrency limit, expired ones too."""
+        return len(self._leases.get(limit_key, {}))
+
+    def period_state(self, limit_key: str) -> tuple[int, int] | None:
+        """Return (used, reserved) of a period limit, or None if it has none.
+
+        ``reserved`` includes reservations that expired but were not yet
+        dropped by an admission.
+        """
+        counter = self._counters.get(limit_key)
+        if counter is None:
+            return None
+        return counter.used, counter.level - counter.used
+
+    async def admit(
+        self,
+        items: Sequence[AdmitItem],
+        *,
+        request_id: str = "",
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    ) -> Admission:
+        validate_items(items, request_id, lease_seconds)
         now = self._clock()
-        tokens = [
-            refill(charge.bucket, self._levels.get(charge.bucket.key), now)
-            for charge in charges
-        ]
-        admitted = is_admitted(charges, tokens)
+        current_ms = now_ms(now)
+        self._sweep(now)
+        levels = [self._level_of(item, now, current_ms) for item in items]
+        admitted = is_admitted(items, levels)
 
         if admitted:
-            for charge, available in zip(charges, tokens, strict=True):
-                if charge.amount != 0:
-                    self._levels[charge.bucket.key] = Level(
-                        available - charge.amount, now
-                    )
-        return build_admission(charges, tokens, admitted)
+            deadline = lease_deadline_ms(now, lease_seconds)
+            for item, level in zip(items, levels, strict=True):
+                self._take(item, level, now, request_id, deadline)
+        return build_admission(items, levels, admitted, now=now)
 
-    async def settle(self, refunds: Sequence[Charge], record: UsageRecord) -> None:
+    def _level_of(self, item: AdmitItem, now: float, current_ms: int) -> float:
+        if isinstance(item, Charge):
+            return refill(item.bucket, self._levels.get(item.bucket.key), now)
+        if isinstance(item, Lease):
+            leases = self._leases.get(item.limit.key, {})
+            for request_id in [r for r, d in leases.items() if d <= current_ms]:
+                del leases[request_id]
+            return float(len(leases))
+        counter = self._counter(item.limit, now)
+        if counter is None:
+            return 0.0
+        counter.drop_expired(current_ms)
+        return float(counter.level)
+
+    def _take(
+        self, item: AdmitItem, level: float, now: float, request_id: str, deadline: int
+    ) -> None:
+        if isinstance(item, Charge):
+            if item.amount != 0:
+                self._levels[item.bucket.key] = Level(level - item.amount, now)
+        elif isinstance(item, Lease):
+            self._leases.setdefault(item.limit.key, {})[request_id] = deadline
+        elif item.amount != 0:
+            counter = self._counter(item.limit, now, create=True)
+            assert counter is not None
+            counter.reservations[request_id] = (item.amount, deadline)
+
+    def _counter(
+        self, limit: PeriodLimit, now: float, *, create: bool = False
+    ) -> _PeriodCounter | None:
+        """Return a period limit's counter, dropping it once it has expired."""
+        counter = self._counters.get(limit.key)
+        if counter is not None and counter.expire_at <= now:
+            del self._counters[limit.key]
+            counter = None
+        if counter is None and create:
+            counter = _PeriodCounter(
+                expire_at=math.ceil(limit.ends_at) + PERIOD_KEY_GRACE_SECONDS
+            )
+            self._counters[limit.key] = counter
+        return counter
+
+    def _sweep(self, now: float) -> None:
+        """Forget expired period counters and empty lease sets once an hour,
+        as Redis expires their keys."""
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + 3600
+        for key in [k for k, c in self._counters.items() if c.expire_at <= now]:
+            del self._counters[key]
+        for key in [k for k, leases in self._leases.items() if not leases]:
+            del self._leases[key]
+
+    async def settle(
+        self,
+        items: Sequence[SettleItem],
+        record: UsageRecord | None,
+        *,
+        request_id: str = "",
+    ) -> None:
+        validate_settle_items(items, request_id)
         now = self._clock()
-        for charge in refunds:
-            if charge.amount == 0:
-                continue
-            bucket = charge.bucket
+        for item in items:
+            self._settle_item(item, now, request_id)
+        if record is not None:
+            self.ledger.append(record)
+            await self.ledger.notify_readers()
+
+    def _settle_item(self, item: SettleItem, now: float, request_id: str) -> None:
+        if isinstance(item, Charge):
+            if item.amount == 0:
+                return
+            bucket = item.bucket
             tokens = refill(bucket, self._levels.get(bucket.key), now)
-            self._levels[bucket.key] = Level(refund(bucket, tokens, charge.amount), now)
-        self.ledger.append(record)
-        await self.ledger.notify_readers()
+            self._levels[bucket.key] = Level(refund(bucket, tokens, item.amount), now)
+        elif isinstance(item, Lease):
+            self._leases.get(item.limit.key, {}).pop(request_id, None)
+        else:
+            counter = self._counter(item.limit, now, create=item.used != 0)
+            if counter is None:
+                return
+            counter.reservations.pop(request_id, None)
+            counter.used += item.used
 
     async def append_record(self, record: UsageRecord) -> None:
         self.ledger.append(record)

@@ -1,11 +1,32 @@
-"""The shared back end: token buckets and the ledger stream in Redis.
+"""The shared back end: limits and the ledger stream in Redis.
 
-Key layout, all under the configured prefix (for example ``llmgw:``):
+Key layout, under the configured prefix (for example ``llmgw:``). ``{tag}``
+is a Redis Cluster hash tag: ``{t:<tenant>}`` for every limit of a tenant,
+its teams and its keys, or ``{k:<key id>}`` for a key without a tenant, so
+every key one admission or settlement touches lives in one slot. Limit
+names are built in ``llmgw.pipeline.admit``; ``<scope>`` is for example
+``tenant:acme``, ``team:acme/platform`` or ``key:ci``, followed by
+``:model:<glob>`` for a per-model limit.
 
-``{prefix}bucket:{bucket.key}``
-    A hash per bucket with fields ``tokens`` and ``ts`` (seconds on the Redis
-    clock). It expires once the bucket would be full again, because a missing
-    bucket starts full.
+``{prefix}{tag}:bucket:<scope>:requests`` and ``...:tokens``
+    A token bucket: a hash with fields ``tokens`` and ``ts`` (seconds on
+    the Redis clock). It expires once the bucket would be full again,
+    because a missing bucket starts full.
+``{prefix}{tag}:concurrency:<scope>``
+    The leases of the requests in flight: a sorted set of request ids
+    scored by lease deadline (milliseconds on the Redis clock). Expired
+    leases are removed before each count, so a dead worker's leases free
+    themselves.
+``{prefix}{tag}:quota:<scope>:<period>:<label>`` and ``...:budget:...``
+    A token quota or a budget in micro-dollars for one calendar period, for
+    example ``quota:tenant:acme:month:2026-12`` or
+    ``budget:tenant:acme:week:2026-W49``: a hash with ``used``, ``reserved``
+    (the sum of live reservations) and one field per request in flight
+    holding its reservation. It expires a day after the period ends.
+``...:reservations`` beside each quota or budget hash
+    The deadlines of those reservations: a sorted set of request ids scored
+    in milliseconds. Expired reservations are dropped from ``reserved``
+    before each check.
 ``{prefix}ledger``
     The usage ledger, a stream of ``UsageRecord.to_fields()`` entries read by
     the consumer group ``llmgw-ledger``.
@@ -15,11 +36,22 @@ Key layout, all under the configured prefix (for example ``llmgw:``):
 
 ``lua/admit.lua`` and ``lua/settle.lua`` run every check-and-update, taking
 the time from ``redis.call('TIME')`` so all workers share one clock.
+Admission is one EVALSHA.
+
+The ledger stream has no hash tag, because it cannot share the slot of every
+tenant, so the record is not appended inside ``settle.lua``. Settlement sends
+``MULTI``, ``XADD`` of the record, ``EVALSHA settle.lua``, ``EXEC`` in one
+pipeline: one round trip, and on a single Redis server (or Sentinel) both
+happen or neither does. On Redis Cluster the two cannot share a transaction.
+There the XADD would be sent first, so a worker that dies in between loses
+no record. Its leases and reservations then stay until their deadlines and
+its unused bucket tokens are not returned, which errs towards limiting.
 """
 
 from __future__ import annotations
 
 import importlib.resources
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -27,28 +59,65 @@ from typing import Any
 import redis.asyncio
 import redis.exceptions
 import structlog
+from redis.commands.core import AsyncScript
 from redis.typing import EncodableT, FieldT, KeyT, StreamIdT
 
 from llmgw.errors import BackendUnavailable
 from llmgw.ledger.record import UsageRecord
-from llmgw.limits.base import Admission, Bucket, Charge, LedgerEntry
-from llmgw.limits.buckets import build_admission, validate_charges
+from llmgw.limits.base import (
+    DEFAULT_LEASE_SECONDS,
+    PERIOD_KEY_GRACE_SECONDS,
+    Admission,
+    AdmitItem,
+    Bucket,
+    Charge,
+    ConcurrencyLimit,
+    Lease,
+    LedgerEntry,
+    PeriodLimit,
+    SettleItem,
+)
+from llmgw.limits.buckets import (
+    build_admission,
+    validate_items,
+    validate_settle_items,
+)
+from llmgw.limits.resp import PipelinedRedis, Script
 
 log = structlog.get_logger()
 
 DEFAULT_GROUP = "llmgw-ledger"
 
 
-def bucket_key(prefix: str, bucket: Bucket) -> str:
-    """Return the Redis key of a bucket's hash.
+def _tagged(prefix: str, tag: str) -> str:
+    return f"{prefix}{{{tag}}}:" if tag else prefix
 
-    Every bucket key is built here, so hash tags for Redis Cluster can be added
-    in one place.
-    """
-    # NOTE: admit and settle touch several buckets (key, tenant, model) and
-    # settle also the ledger stream, so on Redis Cluster they would need one
-    # hash tag for all of them. Only a single Redis server (or Sentinel) works.
-    return f"{prefix}bucket:{bucket.key}"
+
+def bucket_key(prefix: str, bucket: Bucket) -> str:
+    """Return the Redis key of a bucket's hash."""
+    return f"{_tagged(prefix, bucket.tag)}bucket:{bucket.key}"
+
+
+def concurrency_key(prefix: str, limit: ConcurrencyLimit) -> str:
+    """Return the Redis key of a concurrency limit's lease sorted set."""
+    return f"{_tagged(prefix, limit.tag)}{limit.key}"
+
+
+def period_keys(prefix: str, limit: PeriodLimit) -> tuple[str, str]:
+    """Return the Redis keys of a period limit: its hash and its deadlines."""
+    counter = f"{_tagged(prefix, limit.tag)}{limit.key}"
+    return counter, f"{counter}:reservations"
+
+
+def _expire_at(limit: PeriodLimit) -> int:
+    return math.ceil(limit.ends_at) + PERIOD_KEY_GRACE_SECONDS
+
+
+def _flatten(fields: dict[str, str]) -> list[str]:
+    flat: list[str] = []
+    for name, value in fields.items():
+        flat += [name, value]
+    return flat
 
 
 def _load_script(name: str) -> str:
@@ -70,22 +139,57 @@ def _stream_fields(fields: dict[str, str]) -> dict[FieldT, EncodableT]:
     return dict(fields.items())
 
 
-def _bucket_args(charges: Sequence[Charge]) -> list[float]:
-    args: list[float] = []
-    for charge in charges:
-        bucket = charge.bucket
-        args += [bucket.capacity, bucket.refill_per_second, charge.amount]
-    return args
+def admit_arguments(
+    prefix: str, items: Sequence[AdmitItem], request_id: str, lease_seconds: float
+) -> tuple[list[str], list[EncodableT]]:
+    """Return the KEYS and ARGV of ``admit.lua`` for the items."""
+    keys: list[str] = []
+    args: list[EncodableT] = [request_id, math.ceil(lease_seconds * 1000)]
+    for item in items:
+        if isinstance(item, Charge):
+            bucket = item.bucket
+            keys.append(bucket_key(prefix, bucket))
+            args += ["b", bucket.capacity, bucket.refill_per_second, item.amount]
+        elif isinstance(item, Lease):
+            keys.append(concurrency_key(prefix, item.limit))
+            args += ["c", item.limit.limit]
+        else:
+            keys += period_keys(prefix, item.limit)
+            args += ["q", item.limit.limit, item.amount, _expire_at(item.limit)]
+    return keys, args
+
+
+def settle_arguments(
+    prefix: str, items: Sequence[SettleItem], request_id: str
+) -> tuple[list[str], list[EncodableT]]:
+    """Return the KEYS and ARGV of ``settle.lua`` for the items."""
+    keys: list[str] = []
+    args: list[EncodableT] = [request_id]
+    for item in items:
+        if isinstance(item, Charge):
+            bucket = item.bucket
+            keys.append(bucket_key(prefix, bucket))
+            args += ["b", bucket.capacity, bucket.refill_per_second, item.amount]
+        elif isinstance(item, Lease):
+            keys.append(concurrency_key(prefix, item.limit))
+            args.append("c")
+        else:
+            keys += period_keys(prefix, item.limit)
+            args += ["q", item.used, _expire_at(item.limit)]
+    return keys, args
 
 
 class RedisBackend:
-    """Token buckets and the ledger stream shared by every worker through Redis.
+    """Limits and the ledger stream shared by every worker through Redis.
 
     ``client`` must decode responses to str. ``claim_idle_ms`` is how long an
     entry read by another consumer stays unacknowledged before
     ``read_ledger`` takes it over. A consumer that is alive but slower than
     that is harmless, because both copies reach the sink, which keeps the
     first.
+
+    All commands of the request path go through ``_run_script``,
+    ``_append_and_run_script`` and ``_append``.
     """
 
     def __init__(
@@ -96,6 +200,7 @@ class RedisBackend:
         group: str = DEFAULT_GROUP,
         claim_idle_ms: int = 60_000,
         owns_client: bool = False,
+        hot_path: PipelinedRedis | None = None,
     ) -> None:
         connection_kwargs = client.connection_pool.connection_kwargs
         if not connection_kwargs.get("decode_responses"):
@@ -110,8 +215,12 @@ class RedisBackend:
         self._owns_client = owns_client
         self._stream = f"{prefix}ledger"
         self._dead_stream = f"{prefix}ledger:dead"
-        self._admit_script = client.register_script(_load_script("admit.lua"))
-        self._settle_script = client.register_script(_load_script("settle.lua"))
+        # The request path's commands go through the pipelined client when
+        # there is one; ledger reads and acknowledgements stay on ``client``.
+        self._hot_path = hot_path
+        scripts: redis.asyncio.Redis | PipelinedRedis = hot_path or client
+        self._admit_script = scripts.register_script(_load_script("admit.lua"))
+        self._settle_script = scripts.register_script(_load_script("settle.lua"))
         self._group_ready = False
         # XAUTOCLAIM cursor per consumer, so each read scans the next part of
         # the pending list instead of its start again.
@@ -144,45 +253,122 @@ class RedisBackend:
             socket_timeout=socket_timeout,
             socket_connect_timeout=connect_timeout,
         )
+        hot_path = PipelinedRedis.from_url(
+            url, connect_timeout=connect_timeout, command_timeout=socket_timeout
+        )
         return cls(
             client,
             prefix=prefix,
             group=group,
             claim_idle_ms=claim_idle_ms,
             owns_client=True,
+            hot_path=hot_path,
         )
 
     @property
     def ledger_key(self) -> str:
         return self._stream
 
-    async def admit(self, charges: Sequence[Charge]) -> Admission:
-        validate_charges(charges)
-        if not charges:
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    async def admit(
+        self,
+        items: Sequence[AdmitItem],
+        *,
+        request_id: str = "",
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    ) -> Admission:
+        validate_items(items, request_id, lease_seconds)
+        if not items:
             return Admission(admitted=True, states=())
 
-        keys = [bucket_key(self._prefix, charge.bucket) for charge in charges]
+        keys, args = admit_arguments(self._prefix, items, request_id, lease_seconds)
         with _translate_errors("admit"):
-            reply = await self._admit_script(keys=keys, args=_bucket_args(charges))
+            reply = await self._run_script(self._admit_script, keys, args)
 
         admitted = int(reply[0]) == 1
-        tokens = [float(value) for value in reply[1:]]
-        return build_admission(charges, tokens, admitted)
+        now = float(reply[1])
+        levels = [float(value) for value in reply[2:]]
+        return build_admission(items, levels, admitted, now=now)
 
-    async def settle(self, refunds: Sequence[Charge], record: UsageRecord) -> None:
-        keys = [bucket_key(self._prefix, charge.bucket) for charge in refunds]
-        keys.append(self._stream)
-        args: list[Any] = [len(refunds), *_bucket_args(refunds)]
-        for name, value in record.to_fields().items():
-            args += [name, value]
-
+    async def settle(
+        self,
+        items: Sequence[SettleItem],
+        record: UsageRecord | None,
+        *,
+        request_id: str = "",
+    ) -> None:
+        validate_settle_items(items, request_id)
+        keys, args = settle_arguments(self._prefix, items, request_id)
         with _translate_errors("settle"):
-            await self._settle_script(keys=keys, args=args)
+            if record is None:
+                if items:
+                    await self._run_script(self._settle_script, keys, args)
+            elif not items:
+                await self._append(record.to_fields())
+            else:
+                await self._append_and_run_script(
+                    record.to_fields(), self._settle_script, keys, args
+                )
 
     async def append_record(self, record: UsageRecord) -> None:
-        # No MAXLEN, for the reason given in settle.lua.
         with _translate_errors("ledger append"):
-            await self._client.xadd(self._stream, _stream_fields(record.to_fields()))
+            await self._append(record.to_fields())
+
+    async def _run_script(
+        self, script: AsyncScript | Script, keys: list[str], args: list[EncodableT]
+    ) -> Any:
+        """Run a script with EVALSHA, loading it first if Redis lacks it."""
+        return await script(keys=keys, args=args)
+
+    async def _append(self, fields: dict[str, str]) -> None:
+        # No MAXLEN: trimming could drop records that no drainer has
+        # acknowledged. Acknowledged entries are deleted by the drainer.
+        if self._hot_path is not None:
+            command = ["XADD", self._stream, "*", *_flatten(fields)]
+            await self._hot_path.execute(command, urgent=False)
+            return
+        await self._client.xadd(self._stream, _stream_fields(fields))
+
+    async def _append_and_run_script(
+        self,
+        fields: dict[str, str],
+        script: AsyncScript | Script,
+        keys: list[str],
+        args: list[EncodableT],
+    ) -> None:
+        """Append a ledger record and run a script in one MULTI transaction.
+
+        Redis that lacks the script still appends the record inside the
+        transaction and fails only the EVALSHA, so the script then runs on
+        its own once loaded, and the record is not appended twice.
+        """
+        if self._hot_path is not None:
+            # No response waits for a settlement, so it may share a write
+            # with others (urgent=False).
+            _, _, _, results = await self._hot_path.execute_many(
+                [
+                    ["MULTI"],
+                    ["XADD", self._stream, "*", *_flatten(fields)],
+                    ["EVALSHA", script.sha, len(keys), *keys, *args],
+                    ["EXEC"],
+                ],
+                urgent=False,
+            )
+        else:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.xadd(self._stream, _stream_fields(fields))
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                results = await pipe.execute(raise_on_error=False)
+        outcome = results[1]
+        if isinstance(outcome, redis.exceptions.ResponseError) and str(
+            outcome
+        ).startswith("NOSCRIPT"):
+            await script(keys=keys, args=args)
+        elif isinstance(outcome, Exception):
+            raise outcome
 
     async def read_ledger(
         self, consumer: str, count: int, block_ms: int
@@ -238,6 +424,8 @@ class RedisBackend:
     async def close(self) -> None:
         if self._owns_client:
             await self._client.aclose()
+            if self._hot_path is not None:
+                await self._hot_path.aclose()
 
     async def _ensure_group(self) -> None:
         if self._group_ready:

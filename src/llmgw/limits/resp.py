@@ -34,7 +34,9 @@ import hiredis
 import redis.exceptions
 from redis.connection import parse_url
 
-Arg = str | bytes | int | float
+# What encode_command accepts: str, bytes, int and float, as redis-py
+# sends them. Anything else raises TypeError.
+Arg = object
 
 DEFERRED_FLUSH_SECONDS = 0.002
 
@@ -49,10 +51,12 @@ def encode_command(args: Sequence[Arg]) -> bytes:
             data = arg.encode()
         elif isinstance(arg, int):
             data = b"%d" % arg
-        else:
+        elif isinstance(arg, float):
             # repr gives the shortest text that reads back as the same float,
             # as redis-py sends floats.
             data = repr(arg).encode()
+        else:
+            raise TypeError(f"invalid Redis argument type: {type(arg).__name__}")
         parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
 
@@ -142,7 +146,7 @@ class Script:
 
     def __init__(self, client: PipelinedRedis, source: str) -> None:
         self._client = client
-        self._source = source
+        self.script = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
     async def __call__(self, keys: Sequence[str] = (), args: Sequence[Arg] = ()) -> Any:
@@ -155,7 +159,7 @@ class Script:
         # Redis restarted or ran SCRIPT FLUSH: EVAL sends the source and
         # caches it again under the same SHA.
         return await self._client.execute(
-            ["EVAL", self._source, len(keys), *keys, *args]
+            ["EVAL", self.script, len(keys), *keys, *args]
         )
 
 
