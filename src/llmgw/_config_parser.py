@@ -11,32 +11,48 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from llmgw.config import (
+    AZURE_URL_FORMS,
+    DEFAULT_BASE_URLS,
+    JWT_ALGORITHMS,
     LOG_LEVELS,
-    OPENAI_BASE_URL,
+    MIN_ADMIN_KEY_LENGTH,
+    ON_UNAVAILABLE,
+    PERIODS,
     PLANNED_PROVIDER_KINDS,
+    PROVIDER_KIND_KEYS,
+    SCOPE_NAME,
+    SCOPE_NAME_RULE,
     SUPPORTED_PROVIDER_KINDS,
+    TOKEN_COUNTS,
     TOKENIZERS,
+    AdminConfig,
+    AuthConfig,
     Config,
     ConfigError,
+    JWTClaims,
+    JWTConfig,
     KeyConfig,
-    KeyLimits,
     LedgerConfig,
     LoggingConfig,
     ModelConfig,
+    OnUnavailable,
     PolicyConfig,
     ProviderConfig,
     RedisConfig,
     Secret,
     ServerConfig,
+    TeamConfig,
+    TenantConfig,
     Timeouts,
     _check_http_url,
     _check_redis_url,
@@ -47,6 +63,7 @@ from llmgw.config import (
     _split_listen,
     hash_key,
 )
+from llmgw.limits.spec import LimitSpec, Period, Price, TokenCount
 
 _TOP_KEYS = (
     "server",
@@ -57,6 +74,9 @@ _TOP_KEYS = (
     "models",
     "keys",
     "policies",
+    "tenants",
+    "admin",
+    "auth",
 )
 _SERVER_KEYS = (
     "listen",
@@ -65,10 +85,22 @@ _SERVER_KEYS = (
     "read_timeout",
     "shutdown_timeout",
 )
-_REDIS_KEYS = ("url", "key_prefix")
+_REDIS_KEYS = ("url", "key_prefix", "on_unavailable")
 _LEDGER_KEYS = ("sink",)
 _LOGGING_KEYS = ("level", "log_prompts")
-_PROVIDER_KEYS = ("name", "kind", "base_url", "api_key", "timeouts")
+_PROVIDER_KEYS = (
+    "name",
+    "kind",
+    "base_url",
+    "api_key",
+    "timeouts",
+    "api_version",
+    "url_form",
+    "region",
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_session_token",
+)
 _TIMEOUT_KEYS = ("connect", "first_byte", "idle", "total")
 _MODEL_KEYS = (
     "name",
@@ -77,7 +109,9 @@ _MODEL_KEYS = (
     "max_input_tokens",
     "max_output_tokens",
     "tokenizer",
+    "price",
 )
+_PRICE_KEYS = ("input", "output", "cache_read", "cache_write", "reasoning")
 _KEY_KEYS = (
     "name",
     "key",
@@ -87,9 +121,35 @@ _KEY_KEYS = (
     "limits",
     "max_input_tokens",
     "max_output_tokens",
+    "team",
 )
-_LIMIT_KEYS = ("requests_per_minute", "tokens_per_minute")
-_POLICY_KEYS = ("max_input_tokens", "max_output_tokens")
+# The limits within ``limits.models`` take every key but ``models``.
+_MODEL_LIMIT_KEYS = (
+    "requests_per_minute",
+    "tokens_per_minute",
+    "tokens_per_minute_counts",
+    "max_concurrent_requests",
+    "token_quotas",
+    "budgets_usd",
+)
+_LIMIT_KEYS = (*_MODEL_LIMIT_KEYS, "models")
+_POLICY_KEYS = ("max_input_tokens", "max_output_tokens", "timezone")
+_TENANT_KEYS = ("name", "models", "limits", "teams")
+_TEAM_KEYS = ("name", "models", "limits")
+_ADMIN_KEYS = ("keys", "store")
+_ADMIN_KEY_ENTRY_KEYS = ("key", "key_sha256")
+_AUTH_KEYS = ("jwt",)
+_JWT_KEYS = (
+    "issuer",
+    "audience",
+    "jwks_url",
+    "public_key",
+    "algorithms",
+    "claims",
+    "jwks_refresh_seconds",
+    "leeway_seconds",
+)
+_JWT_CLAIM_KEYS = ("user", "team", "tenant")
 
 _STR_TAG = "tag:yaml.org,2002:str"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -186,6 +246,8 @@ class _Parser:
     def config(self, root: MappingNode) -> Config:
         top = self.section(root, "", _TOP_KEYS)
         providers = self.providers(top)
+        tenants = self.tenants(top)
+        keys = self.keys(top, tenants)
         return Config(
             server=self.server(self.subsection(top, "server", _SERVER_KEYS)),
             redis=self.redis(top),
@@ -193,9 +255,12 @@ class _Parser:
             logging=self.logging(self.subsection(top, "logging", _LOGGING_KEYS)),
             providers=providers,
             models=self.models(top, {provider.name for provider in providers}),
-            keys=self.keys(top),
+            keys=keys,
             policies=self.policies(self.subsection(top, "policies", _POLICY_KEYS)),
             source=self.source,
+            tenants=tenants,
+            admin=self.admin(self.subsection(top, "admin", _ADMIN_KEYS), keys),
+            auth=self.auth(self.subsection(top, "auth", _AUTH_KEYS)),
         )
 
     def server(self, section: _Section) -> ServerConfig:
@@ -242,7 +307,12 @@ class _Parser:
             raise self.error(item.node, item.path, reason)
 
         key_prefix = self.string(section, "key_prefix", allow_empty=True)
-        return RedisConfig(url=url, key_prefix=_or_default(key_prefix, "llmgw:"))
+        on_unavailable = self.choice(section, "on_unavailable", ON_UNAVAILABLE)
+        return RedisConfig(
+            url=url,
+            key_prefix=_or_default(key_prefix, "llmgw:"),
+            on_unavailable=cast(OnUnavailable, on_unavailable or "fail_closed"),
+        )
 
     def ledger(self, section: _Section) -> LedgerConfig:
         item = self.string_item(section, "sink")
@@ -266,7 +336,135 @@ class _Parser:
         return PolicyConfig(
             max_input_tokens=self.positive_int(section, "max_input_tokens"),
             max_output_tokens=self.positive_int(section, "max_output_tokens"),
+            timezone=self.timezone(section),
         )
+
+    def timezone(self, section: _Section) -> str:
+        item = self.string_item(section, "timezone")
+        if item is None:
+            return PolicyConfig().timezone
+        assert isinstance(item.value, str)
+        try:
+            zoneinfo.ZoneInfo(item.value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+            got = _describe(item.value, "timezone", item.variables)
+            reason = (
+                "must be an IANA time zone name such as UTC or Europe/Berlin, "
+                f"got {got}"
+            )
+            raise self.error(item.node, item.path, reason) from None
+        return item.value
+
+    def admin(self, section: _Section, keys: tuple[KeyConfig, ...]) -> AdminConfig:
+        gateway_hashes = {key.key_sha256: key.name for key in keys}
+        digests: list[str] = []
+        for node, path in self.items(section, "keys"):
+            digest = self.admin_key(node, path)
+            if digest is None:
+                continue
+            if digest in gateway_hashes:
+                reason = (
+                    f"is the same key as the gateway key {gateway_hashes[digest]!r}. "
+                    "Give the admin API a key of its own"
+                )
+                raise self.error(node, path, reason)
+            digests.append(digest)
+
+        store = self.string_item(section, "store")
+        if store is not None:
+            assert isinstance(store.value, str)
+            if not store.value.startswith("sqlite:///") or store.value == "sqlite:///":
+                got = _describe(store.value, "store", store.variables)
+                reason = (
+                    "must be sqlite:///relative/path or sqlite:////absolute/path, "
+                    f"got {got}"
+                )
+                raise self.error(store.node, store.path, reason)
+        return AdminConfig(
+            key_sha256=tuple(digests),
+            store=None if store is None else str(store.value),
+        )
+
+    def admin_key(self, node: Node, path: str) -> str | None:
+        """Return the SHA-256 of one ``admin.keys`` entry, None for an empty one.
+
+        An entry is the key itself, or a mapping with ``key`` or ``key_sha256``.
+        An empty key is skipped, so ``${LLMGW_ADMIN_KEY:-}`` leaves the admin
+        API off while the variable is unset.
+        """
+        if isinstance(node, MappingNode):
+            section = self.section(node, path, _ADMIN_KEY_ENTRY_KEYS)
+            if "key" not in section.values:
+                return self.key_sha256(section)
+            item = self.string_item(section, "key", allow_empty=True)
+        else:
+            item = self.scalar(node, path, "key")
+        if item is None or item.value == "":
+            return None
+        if not isinstance(item.value, str):
+            raise self.invalid(item, "a string or a mapping with key or key_sha256")
+        if len(item.value) < MIN_ADMIN_KEY_LENGTH:
+            reason = (
+                f"must be at least {MIN_ADMIN_KEY_LENGTH} characters, got "
+                f"{len(item.value)} <hidden>. Generate one with: llmgw keys new"
+            )
+            raise self.error(item.node, item.path, reason)
+        return hash_key(item.value)
+
+    def auth(self, section: _Section) -> AuthConfig:
+        node = section.values.get("jwt")
+        if node is None or self.is_null(node):
+            return AuthConfig()
+        required = ("issuer", "audience")
+        jwt = self.section(node, section.child("jwt"), _JWT_KEYS, required=required)
+        return AuthConfig(jwt=self.jwt(jwt))
+
+    def jwt(self, section: _Section) -> JWTConfig:
+        issuer = self.string(section, "issuer", required=True)
+        audience = self.string(section, "audience", required=True)
+        assert issuer is not None and audience is not None
+
+        jwks_url = self.http_url(section, "jwks_url")
+        public_key = self.string(section, "public_key")
+        if (jwks_url is None) == (public_key is None):
+            found = "neither" if jwks_url is None else "both"
+            reason = f"must set exactly one of jwks_url and public_key, found {found}"
+            raise self.error(section.node, section.path, reason)
+        if public_key is not None and "-----BEGIN" not in public_key:
+            node = section.values["public_key"]
+            reason = "must be a PEM public key starting with -----BEGIN PUBLIC KEY-----"
+            raise self.error(node, section.child("public_key"), reason)
+
+        default = JWTConfig(issuer="", audience="")
+        refresh = self.positive_number(section, "jwks_refresh_seconds")
+        leeway = self.non_negative_number(section, "leeway_seconds")
+        claims = self.subsection(section, "claims", _JWT_CLAIM_KEYS)
+        return JWTConfig(
+            issuer=issuer,
+            audience=audience,
+            jwks_url=jwks_url,
+            public_key=public_key,
+            algorithms=self.jwt_algorithms(section) or default.algorithms,
+            claims=JWTClaims(
+                user=_or_default(self.string(claims, "user"), JWTClaims().user),
+                team=self.string(claims, "team"),
+                tenant=self.string(claims, "tenant"),
+            ),
+            jwks_refresh_seconds=_or_default(refresh, default.jwks_refresh_seconds),
+            leeway_seconds=_or_default(leeway, default.leeway_seconds),
+        )
+
+    def jwt_algorithms(self, section: _Section) -> tuple[str, ...]:
+        algorithms: list[str] = []
+        for node, path in self.items(section, "algorithms"):
+            item = self.scalar(node, path, "algorithms")
+            if not isinstance(item.value, str) or item.value not in JWT_ALGORITHMS:
+                supported = ", ".join(JWT_ALGORITHMS)
+                got = _describe(item.value, "algorithms", item.variables)
+                reason = f"must be one of {supported}, got {got}"
+                raise self.error(item.node, item.path, reason)
+            algorithms.append(item.value)
+        return tuple(algorithms)
 
     # Lists of named entries
 
@@ -286,19 +484,51 @@ class _Parser:
         kind = self.provider_kind(section)
 
         base_url = self.http_url(section, "base_url")
-        if base_url is None and kind != "openai":
+        if base_url is None and kind not in DEFAULT_BASE_URLS:
             reason = f"missing required key (kind {kind} has no default base_url)"
             raise self.error(node, section.child("base_url"), reason)
+        self.check_kind_keys(section, kind)
 
         api_key = self.string(section, "api_key", allow_empty=True)
         timeouts = self.timeouts(self.subsection(section, "timeouts", _TIMEOUT_KEYS))
         return ProviderConfig(
             name=name,
             kind=kind,
-            base_url=_or_default(base_url, OPENAI_BASE_URL),
+            base_url=_or_default(base_url, DEFAULT_BASE_URLS.get(kind, "")),
             api_key=Secret(_or_default(api_key, "")),
             timeouts=timeouts,
+            api_version=self.string(section, "api_version"),
+            url_form=self.azure_url_form(node, section, kind),
+            region=self.string(section, "region"),
+            aws_access_key_id=self.string(section, "aws_access_key_id"),
+            aws_secret_access_key=Secret(
+                _or_default(self.string(section, "aws_secret_access_key"), "")
+            ),
+            aws_session_token=Secret(
+                _or_default(self.string(section, "aws_session_token"), "")
+            ),
         )
+
+    def check_kind_keys(self, section: _Section, kind: str) -> None:
+        """Reject provider keys that do not apply to ``kind``."""
+        for key, kinds in PROVIDER_KIND_KEYS.items():
+            if key in section.values and kind not in kinds:
+                reason = f"applies only to providers of kind {' or '.join(kinds)}"
+                raise self.error(section.values[key], section.child(key), reason)
+
+    def azure_url_form(self, node: Node, section: _Section, kind: str) -> str | None:
+        """Read ``url_form``; the deployment form needs ``api_version``."""
+        url_form = self.choice(section, "url_form", AZURE_URL_FORMS)
+        if kind != "azure-openai" or url_form == "v1":
+            return url_form
+        if self.string(section, "api_version") is None:
+            reason = (
+                "missing required key (azure-openai deployment URLs need the"
+                " Azure OpenAI API version, such as YYYY-MM-DD; or set"
+                " url_form: v1)"
+            )
+            raise self.error(node, section.child("api_version"), reason)
+        return url_form
 
     def provider_kind(self, section: _Section) -> str:
         item = self.string_item(section, "kind", required=True)
@@ -361,14 +591,41 @@ class _Parser:
             max_input_tokens=self.positive_int(section, "max_input_tokens"),
             max_output_tokens=self.positive_int(section, "max_output_tokens"),
             tokenizer=self.choice(section, "tokenizer", TOKENIZERS),
+            price=self.price(section),
         )
 
-    def keys(self, top: _Section) -> tuple[KeyConfig, ...]:
+    def price(self, parent: _Section) -> Price | None:
+        node = parent.values.get("price")
+        if node is None or self.is_null(node):
+            return None
+        path = parent.child("price")
+        section = self.section(node, path, _PRICE_KEYS, required=("input", "output"))
+        values: dict[str, float | None] = {}
+        for name in _PRICE_KEYS:
+            values[name] = self.non_negative_number(section, name)
+        for name in ("input", "output"):
+            if values[name] is None:
+                reason = (
+                    "must be a non-negative number of US dollars per million tokens"
+                )
+                raise self.error(section.values[name], section.child(name), reason)
+        return Price(
+            input=cast(float, values["input"]),
+            output=cast(float, values["output"]),
+            cache_read=values["cache_read"],
+            cache_write=values["cache_write"],
+            reasoning=values["reasoning"],
+        )
+
+    def keys(
+        self, top: _Section, tenants: tuple[TenantConfig, ...]
+    ) -> tuple[KeyConfig, ...]:
         keys = []
         first_paths: dict[str, str] = {}
         first_hash_paths: dict[str, str] = {}
+        tenants_by_name = {tenant.name: tenant for tenant in tenants}
         for node, path in self.items(top, "keys"):
-            key = self.key(node, path)
+            key = self.key(node, path, tenants_by_name)
             self.check_unique(first_paths, key.name, node, path, "key")
             if key.key_sha256 in first_hash_paths:
                 first = first_hash_paths[key.key_sha256]
@@ -378,21 +635,165 @@ class _Parser:
             keys.append(key)
         return tuple(keys)
 
-    def key(self, node: Node, path: str) -> KeyConfig:
+    def key(
+        self, node: Node, path: str, tenants: Mapping[str, TenantConfig]
+    ) -> KeyConfig:
         section = self.section(node, path, _KEY_KEYS, required=("name",))
-        limits = self.subsection(section, "limits", _LIMIT_KEYS)
+        tenant = self.scope_name(section, "tenant")
+        team = self.scope_name(section, "team")
+        if team is not None:
+            self.check_team(section, tenant, team, tenants)
         return KeyConfig(
             name=self.name(section),
             key_sha256=self.key_sha256(section),
-            tenant=self.string(section, "tenant"),
+            tenant=tenant,
             models=self.globs(section, "models"),
-            limits=KeyLimits(
-                requests_per_minute=self.positive_int(limits, "requests_per_minute"),
-                tokens_per_minute=self.positive_int(limits, "tokens_per_minute"),
-            ),
+            limits=self.limits(section),
             max_input_tokens=self.positive_int(section, "max_input_tokens"),
             max_output_tokens=self.positive_int(section, "max_output_tokens"),
+            team=team,
         )
+
+    def check_team(
+        self,
+        section: _Section,
+        tenant: str | None,
+        team: str,
+        tenants: Mapping[str, TenantConfig],
+    ) -> None:
+        """Reject a key's team without a tenant, or missing from its tenant.
+
+        A tenant not under ``tenants`` may be created through the admin API,
+        so its teams cannot be checked here.
+        """
+        node = section.values["team"]
+        if tenant is None:
+            reason = "needs tenant: a team belongs to a tenant"
+            raise self.error(node, section.child("team"), reason)
+        config_tenant = tenants.get(tenant)
+        if config_tenant is not None and config_tenant.team(team) is None:
+            defined = ", ".join(t.name for t in config_tenant.teams) or "none"
+            reason = (
+                f"team {team!r} is not defined under tenant {tenant!r} "
+                f"(defined: {defined})"
+            )
+            raise self.error(node, section.child("team"), reason)
+
+    # Tenants, teams and their limits
+
+    def tenants(self, top: _Section) -> tuple[TenantConfig, ...]:
+        tenants = []
+        first_paths: dict[str, str] = {}
+        for node, path in self.items(top, "tenants"):
+            section = self.section(node, path, _TENANT_KEYS, required=("name",))
+            name = self.scope_name(section, "name", required=True)
+            assert name is not None
+            self.check_unique(first_paths, name, node, path, "tenant")
+            tenants.append(
+                TenantConfig(
+                    name=name,
+                    models=self.globs(section, "models"),
+                    limits=self.limits(section),
+                    teams=self.teams(section),
+                )
+            )
+        return tuple(tenants)
+
+    def teams(self, tenant: _Section) -> tuple[TeamConfig, ...]:
+        teams = []
+        first_paths: dict[str, str] = {}
+        for node, path in self.items(tenant, "teams"):
+            section = self.section(node, path, _TEAM_KEYS, required=("name",))
+            name = self.scope_name(section, "name", required=True)
+            assert name is not None
+            self.check_unique(first_paths, name, node, path, "team")
+            teams.append(
+                TeamConfig(
+                    name=name,
+                    models=self.globs(section, "models"),
+                    limits=self.limits(section),
+                )
+            )
+        return tuple(teams)
+
+    def scope_name(
+        self, section: _Section, name: str, *, required: bool = False
+    ) -> str | None:
+        """Read a tenant or team name, which Redis keys and scope ids contain."""
+        item = self.string_item(section, name, required=required)
+        if item is None:
+            return None
+        assert isinstance(item.value, str)
+        if not SCOPE_NAME.fullmatch(item.value):
+            got = _describe(item.value, name, item.variables)
+            raise self.error(
+                item.node, item.path, f"must be {SCOPE_NAME_RULE}, got {got}"
+            )
+        return item.value
+
+    def limits(self, parent: _Section) -> LimitSpec:
+        section = self.subsection(parent, "limits", _LIMIT_KEYS)
+        return self.limit_spec(section, self.model_limits(section))
+
+    def limit_spec(
+        self, section: _Section, models: tuple[tuple[str, LimitSpec], ...] = ()
+    ) -> LimitSpec:
+        counts = self.choice(section, "tokens_per_minute_counts", TOKEN_COUNTS)
+        return LimitSpec(
+            requests_per_minute=self.positive_int(section, "requests_per_minute"),
+            tokens_per_minute=self.positive_int(section, "tokens_per_minute"),
+            tokens_per_minute_counts=cast(TokenCount, counts or "total"),
+            max_concurrent_requests=self.positive_int(
+                section, "max_concurrent_requests"
+            ),
+            token_quotas=self.token_quotas(section),
+            budgets_usd=self.budgets(section),
+            models=models,
+        )
+
+    def token_quotas(self, parent: _Section) -> tuple[tuple[Period, int], ...]:
+        section = self.subsection(parent, "token_quotas", PERIODS)
+        quotas: list[tuple[Period, int]] = []
+        for period in PERIODS:
+            value = self.positive_int(section, period)
+            if value is not None:
+                quotas.append((period, value))
+        return tuple(quotas)
+
+    def budgets(self, parent: _Section) -> tuple[tuple[Period, float], ...]:
+        section = self.subsection(parent, "budgets_usd", PERIODS)
+        budgets: list[tuple[Period, float]] = []
+        for period in PERIODS:
+            value = self.positive_number(section, period)
+            if value is not None:
+                budgets.append((period, value))
+        return tuple(budgets)
+
+    def model_limits(self, section: _Section) -> tuple[tuple[str, LimitSpec], ...]:
+        """Read ``limits.models``: model-name globs mapped to their limits."""
+        node = section.values.get("models")
+        path = section.child("models")
+        if node is None or self.is_null(node):
+            return ()
+        if not isinstance(node, MappingNode):
+            got = _describe_node(node)
+            reason = f"must be a mapping of model-name globs to limits, got {got}"
+            raise self.error(node, path, reason)
+
+        entries: list[tuple[str, LimitSpec]] = []
+        key_lines: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            glob = self.key_name(key_node, path)
+            entry_path = f"{path}[{glob!r}]"
+            if not glob:
+                raise self.error(key_node, entry_path, "must not be empty")
+            if glob in key_lines:
+                reason = f"duplicate key, first defined on line {key_lines[glob]}"
+                raise self.error(key_node, entry_path, reason)
+            key_lines[glob] = key_node.start_mark.line + 1
+            entry = self.section(value_node, entry_path, _MODEL_LIMIT_KEYS)
+            entries.append((glob, self.limit_spec(entry)))
+        return tuple(entries)
 
     def key_sha256(self, section: _Section) -> str:
         """Return the key's sha256 from exactly one of ``key`` and ``key_sha256``."""
@@ -590,7 +991,7 @@ class _Parser:
         return value
 
     def positive_number(self, section: _Section, name: str) -> float | None:
-        """Read a positive, finite number of seconds, integer or not."""
+        """Read a positive, finite number, integer or not."""
         found = self.converted(section, name, _to_float)
         if found is None:
             return None
@@ -599,6 +1000,17 @@ class _Parser:
             raise self.invalid(item, "a positive number", value)
         if not math.isfinite(value) or value <= 0:
             raise self.invalid(item, "a positive number", value)
+        return float(value)
+
+    def non_negative_number(self, section: _Section, name: str) -> float | None:
+        found = self.converted(section, name, _to_float)
+        if found is None:
+            return None
+        item, value = found
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.invalid(item, "a non-negative number", value)
+        if not math.isfinite(value) or value < 0:
+            raise self.invalid(item, "a non-negative number", value)
         return float(value)
 
     def boolean(self, section: _Section, name: str) -> bool | None:

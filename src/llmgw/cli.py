@@ -1,4 +1,7 @@
-"""Command line: serve, check-config, usage. This module only wires."""
+"""Command line: serve, check-config, usage, keys, tenants and teams.
+
+This module only wires; the admin commands live in ``llmgw.admin.commands``.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from types import FrameType
 
 import structlog
 
+from llmgw.admin.commands import add_key_commands, add_scope_commands
 from llmgw.config import (
     Config,
     ConfigError,
@@ -23,6 +27,7 @@ from llmgw.config import (
     generate_key,
     hash_key,
     load_config,
+    price_warnings,
 )
 from llmgw.ledger.report import render
 from llmgw.ledger.sink import open_sink
@@ -204,8 +209,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(args.file)
     print(
         f"{args.file}: OK ({len(config.providers)} providers, {len(config.models)} "
-        f"models, {len(config.keys)} keys)"
+        f"models, {len(config.keys)} keys, {len(config.tenants)} tenants)"
     )
+    for warning in price_warnings(config):
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -289,7 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     usage.add_argument("--format", choices=["table", "json", "csv"], default="table")
     usage.set_defaults(func=cmd_usage)
 
-    keys = commands.add_parser("keys", help="create gateway keys and their hashes")
+    keys = commands.add_parser(
+        "keys",
+        help="create gateway keys and their hashes; manage keys on a running gateway",
+    )
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     new = key_commands.add_parser("new", help="print a new key and its config entry")
     new.add_argument("--name", default="my-key", help="the key's name in the config")
@@ -298,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
         "hash", help="print the key_sha256 of a key read from standard input"
     )
     hashed.set_defaults(func=cmd_keys_hash)
+    add_key_commands(key_commands)
+    add_scope_commands(commands)
     return parser
 
 

@@ -29,13 +29,16 @@ import ipaddress
 import os
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 from yaml.nodes import MappingNode
+
+from llmgw.limits.spec import LimitSpec, Period, Price, TokenCount
 
 
 def redact_url(url: str) -> str:
@@ -75,14 +78,23 @@ class ServerConfig:
     shutdown_timeout: float = 30.0
 
 
+OnUnavailable = Literal["fail_closed", "fail_open"]
+
+
 @dataclass(frozen=True)
 class RedisConfig:
     url: str
     key_prefix: str = "llmgw:"
+    # What a request gets when Redis cannot be reached: fail_closed rejects
+    # it with 503, fail_open lets it through unlimited.
+    on_unavailable: OnUnavailable = "fail_closed"
 
     def __repr__(self) -> str:
         url = redact_url(self.url)
-        return f"RedisConfig(url={url!r}, key_prefix={self.key_prefix!r})"
+        return (
+            f"RedisConfig(url={url!r}, key_prefix={self.key_prefix!r}, "
+            f"on_unavailable={self.on_unavailable!r})"
+        )
 
 
 @dataclass(frozen=True)
@@ -116,9 +128,22 @@ class Timeouts:
 class ProviderConfig:
     name: str
     kind: str
+    # "" only for bedrock without one: the region's endpoint is used.
     base_url: str
     api_key: Secret = Secret("")
     timeouts: Timeouts = Timeouts()
+    # anthropic: the anthropic-version header (2023-06-01 when unset).
+    # azure-openai: the api-version query parameter.
+    api_version: str | None = None
+    # azure-openai: "deployment" (the default) or "v1", the URL style.
+    url_form: str | None = None
+    # bedrock: the AWS region and credentials. Unset ones come from
+    # AWS_REGION (or AWS_DEFAULT_REGION), AWS_ACCESS_KEY_ID,
+    # AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN when the gateway starts.
+    region: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: Secret = Secret("")
+    aws_session_token: Secret = Secret("")
 
 
 @dataclass(frozen=True)
@@ -133,12 +158,13 @@ class ModelConfig:
     # tiktoken encoding for input counts, for example "cl100k_base". None
     # picks one from the upstream model's name.
     tokenizer: str | None = None
+    # None: requests for the model count no cost against money budgets.
+    price: Price | None = None
 
 
-@dataclass(frozen=True)
-class KeyLimits:
-    requests_per_minute: int | None = None
-    tokens_per_minute: int | None = None
+# The former name of LimitSpec, kept so that code written against the first
+# key schema still imports.
+KeyLimits = LimitSpec
 
 
 @dataclass(frozen=True)
@@ -147,15 +173,85 @@ class KeyConfig:
     key_sha256: str  # lowercase hex; a plain `key` in YAML is hashed at load
     tenant: str | None = None
     models: tuple[str, ...] | None = None  # glob patterns; None allows all
-    limits: KeyLimits = KeyLimits()
+    limits: LimitSpec = field(default_factory=LimitSpec)
     max_input_tokens: int | None = None
     max_output_tokens: int | None = None
+    team: str | None = None  # a team of ``tenant``; needs ``tenant``
+
+
+@dataclass(frozen=True)
+class TeamConfig:
+    name: str
+    models: tuple[str, ...] | None = None  # glob patterns; None allows all
+    limits: LimitSpec = field(default_factory=LimitSpec)
+
+
+@dataclass(frozen=True)
+class TenantConfig:
+    name: str
+    models: tuple[str, ...] | None = None  # glob patterns; None allows all
+    limits: LimitSpec = field(default_factory=LimitSpec)
+    teams: tuple[TeamConfig, ...] = ()
+
+    def team(self, name: str) -> TeamConfig | None:
+        return next((team for team in self.teams if team.name == name), None)
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    """The admin API's keys and the location of managed records.
+
+    ``key_sha256`` lists the lowercase SHA-256 hex digests of the admin keys.
+    Empty disables the admin API. ``store`` is the SQLite file that keeps
+    managed keys, tenants and teams when no Redis is configured; None puts
+    them in the ledger's SQLite file, or in ``llmgw-admin.db`` when the
+    ledger is in PostgreSQL.
+    """
+
+    key_sha256: tuple[str, ...] = ()
+    store: str | None = None
+
+
+@dataclass(frozen=True)
+class JWTClaims:
+    """The JWT claim names that carry the caller's user, team and tenant."""
+
+    user: str = "sub"
+    team: str | None = None
+    tenant: str | None = None
+
+
+@dataclass(frozen=True)
+class JWTConfig:
+    """Verification of JWT bearer tokens, accepted beside gateway keys.
+
+    Exactly one of ``jwks_url`` and ``public_key`` (a PEM text) is set.
+    ``jwks_refresh_seconds`` is how often the key set is fetched again, and
+    ``leeway_seconds`` the clock skew allowed on ``exp``, ``nbf`` and ``iat``.
+    """
+
+    issuer: str
+    audience: str
+    jwks_url: str | None = None
+    public_key: Secret | str | None = None
+    algorithms: tuple[str, ...] = ("RS256",)
+    claims: JWTClaims = JWTClaims()
+    jwks_refresh_seconds: float = 300.0
+    leeway_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    jwt: JWTConfig | None = None
 
 
 @dataclass(frozen=True)
 class PolicyConfig:
     max_input_tokens: int | None = None
     max_output_tokens: int | None = None
+    # IANA time zone in which daily, weekly and monthly quotas and budgets
+    # reset, for example "Europe/Berlin".
+    timezone: str = "UTC"
 
 
 @dataclass(frozen=True)
@@ -169,20 +265,87 @@ class Config:
     keys: tuple[KeyConfig, ...] = ()
     policies: PolicyConfig = PolicyConfig()
     source: str = "<embedded default>"
+    tenants: tuple[TenantConfig, ...] = ()
+    admin: AdminConfig = AdminConfig()
+    auth: AuthConfig = AuthConfig()
+
+    def tenant(self, name: str) -> TenantConfig | None:
+        return next((tenant for tenant in self.tenants if tenant.name == name), None)
 
 
 DEFAULT_SOURCE = "<embedded default>"
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 GATEWAY_KEY_PREFIX = "sk-llmgw-"
 
-SUPPORTED_PROVIDER_KINDS = ("openai", "openai-compatible")
+SUPPORTED_PROVIDER_KINDS = (
+    "openai",
+    "openai-compatible",
+    "anthropic",
+    "gemini",
+    "azure-openai",
+    "bedrock",
+    "mistral",
+    "vllm",
+    "ollama",
+)
 # Kinds planned in the schema whose provider adapters do not exist yet.
-PLANNED_PROVIDER_KINDS = ("anthropic", "gemini", "azure-openai", "bedrock")
+PLANNED_PROVIDER_KINDS: tuple[str, ...] = ()
+ANTHROPIC_BASE_URL = "https://api.anthropic.com"
+GEMINI_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
+MISTRAL_BASE_URL = "https://api.mistral.ai/v1"
+# The base_url of each kind whose public API has one address. The others
+# (openai-compatible, vllm, ollama, azure-openai) need base_url in the
+# config, and bedrock derives it from the region.
+DEFAULT_BASE_URLS = {
+    "openai": OPENAI_BASE_URL,
+    "anthropic": ANTHROPIC_BASE_URL,
+    "gemini": GEMINI_BASE_URL,
+    "mistral": MISTRAL_BASE_URL,
+    "bedrock": "",
+}
+# Provider keys that apply to some kinds only.
+PROVIDER_KIND_KEYS = {
+    "api_version": ("anthropic", "azure-openai"),
+    "url_form": ("azure-openai",),
+    "region": ("bedrock",),
+    "aws_access_key_id": ("bedrock",),
+    "aws_secret_access_key": ("bedrock",),
+    "aws_session_token": ("bedrock",),
+}
+AZURE_URL_FORMS = ("deployment", "v1")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 TOKENIZERS = ("cl100k_base", "o200k_base")
+ON_UNAVAILABLE = ("fail_closed", "fail_open")
+PERIODS: tuple[Period, ...] = ("day", "week", "month")
+TOKEN_COUNTS: tuple[TokenCount, ...] = ("input", "output", "total")
+# Asymmetric algorithms only: a shared HMAC secret would let every service
+# that verifies tokens also mint them, and "none" signs nothing.
+JWT_ALGORITHMS = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+)
+# A floor against typed passwords such as "admin". Sixteen random base64url
+# characters carry 96 bits, but the length alone cannot prove randomness.
+MIN_ADMIN_KEY_LENGTH = 16
+
+# Tenant and team names. They appear in Redis keys, in Redis Cluster hash
+# tags and in team scope ids ("tenant/team"), so braces, slashes, colons and
+# spaces are excluded.
+SCOPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+SCOPE_NAME_RULE = (
+    "1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+)
 
 # Provider variables that default_config reads but cannot use yet.
-_PLANNED_PROVIDER_VARIABLES = ("ANTHROPIC_API_KEY", "GEMINI_API_KEY")
+_PLANNED_PROVIDER_VARIABLES: tuple[str, ...] = ()
 
 _HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 # Unlike _HOSTNAME, this allows "_", because Docker Compose service names such
@@ -294,12 +457,18 @@ def default_config(environ: Mapping[str, str] | None = None) -> DefaultConfig:
     Redis) and writes the ledger to ``llmgw.db`` in the working folder.
     OPENAI_API_KEY or OPENAI_BASE_URL add a provider named "openai" and a
     model route "*" that sends every requested model name to it unchanged.
+    ANTHROPIC_API_KEY adds a provider "anthropic" with the route "claude-*",
+    and GEMINI_API_KEY a provider "gemini" with the route "gemini-*"; both
+    routes come before "*".
     One gateway key named "default" is generated, with no limits. Nothing here
     contacts the network.
     """
     environ = os.environ if environ is None else environ
     plaintext = generate_key()
-    providers, models = _openai_from_environment(environ)
+    providers, models = _keyed_providers_from_environment(environ)
+    openai_providers, openai_models = _openai_from_environment(environ)
+    providers += openai_providers
+    models += openai_models
     skipped = tuple(name for name in _PLANNED_PROVIDER_VARIABLES if environ.get(name))
     config = Config(
         providers=providers,
@@ -308,6 +477,32 @@ def default_config(environ: Mapping[str, str] | None = None) -> DefaultConfig:
         source=DEFAULT_SOURCE,
     )
     return DefaultConfig(config=config, key=plaintext, skipped_variables=skipped)
+
+
+# (variable, provider name and kind, base URL, model route) of the providers
+# that the embedded default adds when their key variable is set.
+_KEYED_PROVIDERS = (
+    ("ANTHROPIC_API_KEY", "anthropic", ANTHROPIC_BASE_URL, "claude-*"),
+    ("GEMINI_API_KEY", "gemini", GEMINI_BASE_URL, "gemini-*"),
+)
+
+
+def _keyed_providers_from_environment(
+    environ: Mapping[str, str],
+) -> tuple[tuple[ProviderConfig, ...], tuple[ModelConfig, ...]]:
+    providers: list[ProviderConfig] = []
+    models: list[ModelConfig] = []
+    for variable, name, base_url, route in _KEYED_PROVIDERS:
+        api_key = environ.get(variable, "")
+        if not api_key:
+            continue
+        providers.append(
+            ProviderConfig(
+                name=name, kind=name, base_url=base_url, api_key=Secret(api_key)
+            )
+        )
+        models.append(ModelConfig(name=route, provider=name))
+    return tuple(providers), tuple(models)
 
 
 def _openai_from_environment(
@@ -334,6 +529,75 @@ def _openai_from_environment(
         api_key=Secret(api_key),
     )
     return (provider,), (ModelConfig(name="*", provider="openai"),)
+
+
+def unpriced_model_warnings(
+    models: Sequence[ModelConfig],
+    scope: str,
+    allowed: tuple[str, ...] | None,
+    limits: LimitSpec,
+) -> list[str]:
+    """List the models without a price that can spend a budget of ``scope``.
+
+    ``scope`` describes the key, team or tenant in the messages, for example
+    "tenant 'acme'". ``allowed`` is its model globs (None allows all). A
+    model route counts when its name and a glob match either way round, so a
+    route "*" counts for any scope.
+    """
+    warnings = []
+    if limits.budgets_usd:
+        for model in _unpriced_routes(models, allowed):
+            warnings.append(_unpriced_message(model.name, scope))
+    for glob, model_limits in limits.models:
+        if not model_limits.budgets_usd:
+            continue
+        for model in _unpriced_routes(models, (glob,)):
+            if allowed is None or _globs_overlap(model.name, allowed):
+                where = f"{scope}, limits.models[{glob!r}]"
+                warnings.append(_unpriced_message(model.name, where))
+    return warnings
+
+
+def price_warnings(config: Config) -> list[str]:
+    """List every model without a price under a scope with a money budget."""
+    warnings = []
+    for tenant in config.tenants:
+        scope = f"tenant {tenant.name!r}"
+        warnings += unpriced_model_warnings(
+            config.models, scope, tenant.models, tenant.limits
+        )
+        for team in tenant.teams:
+            scope = f"team {tenant.name + '/' + team.name!r}"
+            warnings += unpriced_model_warnings(
+                config.models, scope, team.models, team.limits
+            )
+    for key in config.keys:
+        scope = f"key {key.name!r}"
+        warnings += unpriced_model_warnings(
+            config.models, scope, key.models, key.limits
+        )
+    return warnings
+
+
+def _unpriced_routes(
+    models: Sequence[ModelConfig], allowed: tuple[str, ...] | None
+) -> Iterator[ModelConfig]:
+    for model in models:
+        if model.price is None and (
+            allowed is None or _globs_overlap(model.name, allowed)
+        ):
+            yield model
+
+
+def _globs_overlap(name: str, globs: tuple[str, ...]) -> bool:
+    return any(fnmatchcase(name, glob) or fnmatchcase(glob, name) for glob in globs)
+
+
+def _unpriced_message(model: str, scope: str) -> str:
+    return (
+        f"model {model!r} has no price, so requests for it count no cost against "
+        f"the budget of {scope}. Set models[].price to count them"
+    )
 
 
 # Checks and descriptions of single values, used by default_config and by the

@@ -10,14 +10,15 @@ from typing import Any
 
 import structlog
 
+from llmgw.admin.store import Store
 from llmgw.config import Config
 from llmgw.ledger.drain import LedgerDrainer
 from llmgw.ledger.sink import Sink
 from llmgw.limits.base import Backend
-from llmgw.pipeline.authenticate import KeyStore
+from llmgw.pipeline.authenticate import Authenticator
 from llmgw.pipeline.context import RequestContext
 from llmgw.pipeline.policy import Router
-from llmgw.providers.openai import OpenAIProvider
+from llmgw.providers.base import Provider
 from llmgw.tokens import TokenCounter
 
 log = structlog.get_logger("llmgw.gateway")
@@ -26,13 +27,14 @@ log = structlog.get_logger("llmgw.gateway")
 @dataclass
 class Gateway:
     config: Config
-    keys: KeyStore
+    auth: Authenticator
+    store: Store  # managed keys, tenants and teams
     router: Router
     tokens: TokenCounter
     backend: Backend
     sink: Sink
     drainer: LedgerDrainer
-    providers: dict[str, OpenAIProvider]
+    providers: dict[str, Provider]
     # Set once shutdown begins, so requests cut at the end of the grace
     # period are recorded as cut by the server, not by the client.
     stopping: bool = False
@@ -41,7 +43,7 @@ class Gateway:
     in_flight: dict[asyncio.Task[Any], RequestContext] = field(default_factory=dict)
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
 
-    def provider(self, name: str) -> OpenAIProvider:
+    def provider(self, name: str) -> Provider:
         return self.providers[name]
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:

@@ -1,5 +1,6 @@
 """The `llmgw` command as an operator runs it: start-up failures, the worker
-supervisor and the usage report, each in a subprocess on loopback."""
+supervisor, the usage report and the admin commands against a running
+gateway, each in a subprocess on loopback."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -235,3 +239,243 @@ def test_keys_new_entry_authenticates_its_key(tmp_path: Path) -> None:
         [*LLMGW, "keys", "hash"], input=f"{key}\n", capture_output=True, text=True
     )
     assert hashed.stdout.strip() == loaded.keys[0].key_sha256
+
+
+# The admin commands against a running gateway
+
+ADMIN_KEY = "cli-admin-key-0123456789abcdef"
+ADMIN_SECTIONS = f"""\
+admin: {{keys: ['{ADMIN_KEY}']}}
+tenants:
+  - name: acme
+    teams: [{{name: platform}}]
+"""
+
+
+@contextmanager
+def serving(tmp_path: Path, redis_prefix: str | None) -> Iterator[int]:
+    """Run `llmgw serve` with an admin key and yield its port."""
+    port = free_port()
+    config = write_config(tmp_path, port, redis_prefix)
+    config.write_text(config.read_text() + ADMIN_SECTIONS)
+    log = (tmp_path / "serve.log").open("wb")
+    process = subprocess.Popen(
+        [*LLMGW, "serve", "--config", str(config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(lambda: ready(port))
+        yield port
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+        log.close()
+
+
+def admin_cli(
+    port: int, *args: str, admin_key: str | None = ADMIN_KEY
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "LLMGW_ADMIN_KEY"}
+    if admin_key is not None:
+        env["LLMGW_ADMIN_KEY"] = admin_key
+    return subprocess.run(
+        [*LLMGW, *args, "--url", f"http://127.0.0.1:{port}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def admin_json(port: int, *args: str) -> Any:
+    result = admin_cli(port, *args, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    return orjson.loads(result.stdout)
+
+
+def model_status(port: int, secret: str) -> tuple[int, str]:
+    """Return the status and body of GET /v1/models/m with a gateway key."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/models/m",
+        headers={"Authorization": f"Bearer {secret}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+backends = pytest.mark.parametrize(
+    "use_redis",
+    [False, pytest.param(True, marks=pytest.mark.redis)],
+    ids=["memory", "redis"],
+)
+
+
+@backends
+def test_keys_commands_end_to_end(
+    tmp_path: Path, redis_prefix: str, use_redis: bool
+) -> None:
+    with serving(tmp_path, redis_prefix if use_redis else None) as port:
+        created = admin_json(
+            port,
+            "keys",
+            "create",
+            "--name",
+            "ci",
+            "--tenant",
+            "acme",
+            "--team",
+            "platform",
+            "--model",
+            "m",
+            "--limits",
+            '{"requests_per_minute": 100}',
+            "--metadata",
+            "cost_center=42",
+        )
+        key_id, secret = created["id"], created["secret"]
+        assert created["team"] == "platform"
+        assert created["limits"] == {"requests_per_minute": 100}
+        assert model_status(port, secret)[0] == 200
+
+        listed = admin_cli(port, "keys", "list")
+        assert listed.returncode == 0, listed.stderr
+        assert listed.stdout.split("\n")[0].split() == [
+            "ID",
+            "NAME",
+            "TENANT",
+            "TEAM",
+            "STATUS",
+            "EXPIRES",
+            "CREATED",
+        ]
+        assert f"{key_id}  ci" in listed.stdout
+        assert secret not in listed.stdout
+
+        shown = admin_cli(port, "keys", "show", key_id)
+        assert shown.returncode == 0
+        assert "cost_center" in shown.stdout
+
+        renamed = admin_json(port, "keys", "update", key_id, "--name", "ci-2")
+        assert renamed["name"] == "ci-2"
+
+        rotated = admin_json(port, "keys", "rotate", key_id, "--grace", "0")
+        assert rotated["id"] == key_id
+        assert model_status(port, secret)[0] == 401
+        assert model_status(port, rotated["secret"])[0] == 200
+
+        revoked = admin_cli(port, "keys", "revoke", key_id)
+        assert revoked.returncode == 0
+        assert f"revoked {key_id} (ci-2)" in revoked.stdout
+        status, body = model_status(port, rotated["secret"])
+        assert status == 401
+        assert "API key revoked" in body
+
+
+@backends
+def test_key_create_table_shows_secret_once(
+    tmp_path: Path, redis_prefix: str, use_redis: bool
+) -> None:
+    with serving(tmp_path, redis_prefix if use_redis else None) as port:
+        created = admin_cli(
+            port, "keys", "create", "--name", "ci", "--expires-in", "1h"
+        )
+        assert created.returncode == 0, created.stderr
+        line = next(
+            line for line in created.stdout.splitlines() if line.startswith("secret")
+        )
+        secret = line.split(": ")[1]
+        key_id = next(
+            line.split()[1]
+            for line in created.stdout.splitlines()
+            if line.startswith("id ")
+        )
+        shown = admin_cli(port, "keys", "show", key_id)
+
+    assert secret.startswith("sk-llmgw-")
+    assert shown.returncode == 0
+    assert secret not in shown.stdout
+    assert "expires" in shown.stdout
+
+
+@backends
+def test_tenants_and_teams_commands(
+    tmp_path: Path, redis_prefix: str, use_redis: bool
+) -> None:
+    with serving(tmp_path, redis_prefix if use_redis else None) as port:
+        created = admin_cli(
+            port,
+            "tenants",
+            "create",
+            "globex",
+            "--model",
+            "m",
+            "--limits",
+            '{"budgets_usd": {"day": 5}}',
+        )
+        assert created.returncode == 0, created.stderr
+        # Model "m" has no price, so the budget cannot count its cost.
+        assert "warning: model 'm' has no price" in created.stderr
+
+        tenants = admin_json(port, "tenants", "list")
+        assert [(t["name"], t["source"]) for t in tenants["data"]] == [
+            ("acme", "config"),
+            ("globex", "api"),
+        ]
+        updated = admin_json(
+            port,
+            "tenants",
+            "update",
+            "globex",
+            "--limits",
+            '{"requests_per_minute": 5}',
+        )
+        assert updated["limits"] == {"requests_per_minute": 5}
+        shown = admin_json(port, "tenants", "show", "globex")
+        assert shown["models"] == ["m"]
+
+        team = admin_json(port, "teams", "create", "--tenant", "globex", "ml")
+        assert team["tenant"] == "globex"
+        teams = admin_cli(port, "teams", "list", "--tenant", "globex")
+        assert teams.returncode == 0
+        assert "globex  ml" in teams.stdout
+        config_teams = admin_json(port, "teams", "list", "--tenant", "acme")
+        assert [t["name"] for t in config_teams["data"]] == ["platform"]
+
+        deleted_team = admin_cli(port, "teams", "delete", "--tenant", "globex", "ml")
+        assert deleted_team.returncode == 0
+        deleted = admin_cli(port, "tenants", "delete", "globex")
+        assert deleted.returncode == 0
+        missing = admin_cli(port, "tenants", "show", "globex")
+        assert missing.returncode == 1
+        assert "No tenant named 'globex'" in missing.stderr
+
+
+def test_admin_commands_report_errors(tmp_path: Path) -> None:
+    with serving(tmp_path, None) as port:
+        no_key = admin_cli(port, "keys", "list", admin_key=None)
+        wrong_key = admin_cli(port, "keys", "list", admin_key="wrong-key-0123456789")
+        unknown = admin_cli(port, "keys", "show", "key_missing")
+        invalid = admin_cli(port, "keys", "create", "--name", "ci", "--limits", "[1]")
+        rejected = admin_cli(
+            port, "keys", "create", "--name", "ci", "--limits", '{"rpm": 1}'
+        )
+    unreachable = admin_cli(free_port(), "keys", "list")
+
+    assert no_key.returncode == 2
+    assert "set LLMGW_ADMIN_KEY" in no_key.stderr
+    assert wrong_key.returncode == 1
+    assert "Invalid admin key" in wrong_key.stderr
+    assert unknown.returncode == 1
+    assert "No key with id 'key_missing'. (HTTP 404)" in unknown.stderr
+    assert invalid.returncode == 2
+    assert "expected a JSON object" in invalid.stderr
+    assert rejected.returncode == 1
+    assert "Invalid 'limits.rpm': unknown field" in rejected.stderr
+    assert unreachable.returncode == 1
+    assert "cannot reach the gateway" in unreachable.stderr
+    for result in (no_key, wrong_key, unknown, invalid, rejected, unreachable):
+        assert "Traceback" not in result.stderr

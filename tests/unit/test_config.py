@@ -11,8 +11,11 @@ from redis.connection import ConnectionPool
 
 from llmgw.config import (
     OPENAI_BASE_URL,
+    AdminConfig,
     Config,
     ConfigError,
+    JWTClaims,
+    JWTConfig,
     KeyConfig,
     KeyLimits,
     LedgerConfig,
@@ -23,13 +26,17 @@ from llmgw.config import (
     RedisConfig,
     Secret,
     ServerConfig,
+    TeamConfig,
+    TenantConfig,
     Timeouts,
     default_config,
     hash_key,
     load_config,
     parse_config,
+    price_warnings,
     redact_url,
 )
+from llmgw.limits.spec import LimitSpec, Price
 
 CI_KEY = "sk-ci-plaintext-0123456789"
 LOCAL_API_KEY = "sk-local-upstream-secret"
@@ -286,15 +293,18 @@ def test_postgresql_sink_is_accepted() -> None:
 def test_interpolation_in_strings(
     value: str, environ: dict[str, str], expected: str
 ) -> None:
-    config = parse(f"keys:\n  - name: a\n    key: k\n    tenant: '{value}'\n", environ)
+    text = f"redis:\n  url: redis://127.0.0.1:6379/0\n  key_prefix: '{value}'\n"
+    config = parse(text, environ)
 
-    assert config.keys[0].tenant == expected
+    assert config.redis is not None
+    assert config.redis.key_prefix == expected
 
 
 def test_reference_default_taken_literally() -> None:
-    config = parse("keys:\n  - {name: a, key: k, tenant: '${T:-$HOME}'}\n")
+    config = parse("redis: {url: 'redis://127.0.0.1/0', key_prefix: '${T:-$HOME}'}\n")
 
-    assert config.keys[0].tenant == "$HOME"
+    assert config.redis is not None
+    assert config.redis.key_prefix == "$HOME"
 
 
 def test_interpolated_scalars_convert_to_schema_types() -> None:
@@ -1340,3 +1350,431 @@ def test_hash_key_is_sha256_hex() -> None:
     expected = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 
     assert hash_key("abc") == expected
+
+
+# Governance: tenants, teams, limits, prices, admin keys and JWT
+
+ADMIN_KEY = "admin-plaintext-0123456789"
+
+GOVERNANCE_CONFIG = """\
+redis:
+  url: redis://127.0.0.1:6379/0
+  on_unavailable: fail_open
+policies:
+  timezone: Europe/Berlin
+admin:
+  keys: ["${LLMGW_ADMIN_KEY}"]
+auth:
+  jwt:
+    issuer: https://idp.example
+    audience: llmgw
+    jwks_url: http://127.0.0.1:9999/jwks.json
+    algorithms: [RS256, ES256]
+    claims: {user: sub, team: team, tenant: org}
+providers:
+  - {name: local, kind: openai-compatible, base_url: 'http://127.0.0.1:8080/v1'}
+models:
+  - name: gpt-4o
+    provider: local
+    price: {input: 2.5, output: 10, cache_read: 1.25, cache_write: 3.125, reasoning: 10}
+  - {name: gpt-4o-mini, provider: local, price: {input: 0.15, output: 0.6}}
+tenants:
+  - name: acme
+    models: ["gpt-*"]
+    limits: &limits_example
+      requests_per_minute: 600
+      tokens_per_minute: 1000000
+      tokens_per_minute_counts: input
+      max_concurrent_requests: 50
+      token_quotas: {day: 10000000, month: 200000000}
+      budgets_usd: {day: 50, month: 1000}
+      models:
+        "gpt-4o": {requests_per_minute: 60, budgets_usd: {day: 10}}
+    teams:
+      - name: platform
+        models: ["gpt-4o-mini"]
+        limits: *limits_example
+keys:
+  - name: ci
+    key: ${CI_KEY}
+    tenant: acme
+    team: platform
+    limits: {requests_per_minute: 5, token_quotas: {week: 1000}}
+"""
+
+EXAMPLE_LIMITS = LimitSpec(
+    requests_per_minute=600,
+    tokens_per_minute=1000000,
+    tokens_per_minute_counts="input",
+    max_concurrent_requests=50,
+    token_quotas=(("day", 10000000), ("month", 200000000)),
+    budgets_usd=(("day", 50.0), ("month", 1000.0)),
+    models=(
+        ("gpt-4o", LimitSpec(requests_per_minute=60, budgets_usd=(("day", 10.0),))),
+    ),
+)
+
+GOVERNANCE_ENVIRON = {"LLMGW_ADMIN_KEY": ADMIN_KEY, "CI_KEY": CI_KEY}
+
+
+def test_governance_sections_parse() -> None:
+    config = parse(GOVERNANCE_CONFIG, GOVERNANCE_ENVIRON)
+
+    assert config.redis is not None
+    assert config.redis.on_unavailable == "fail_open"
+    assert config.policies.timezone == "Europe/Berlin"
+    assert config.admin == AdminConfig(key_sha256=(hash_key(ADMIN_KEY),))
+    assert config.models[0].price == Price(
+        input=2.5, output=10.0, cache_read=1.25, cache_write=3.125, reasoning=10.0
+    )
+    assert config.models[1].price == Price(input=0.15, output=0.6)
+    assert config.tenants == (
+        TenantConfig(
+            name="acme",
+            models=("gpt-*",),
+            limits=EXAMPLE_LIMITS,
+            teams=(
+                TeamConfig(
+                    name="platform", models=("gpt-4o-mini",), limits=EXAMPLE_LIMITS
+                ),
+            ),
+        ),
+    )
+    assert config.keys[0].team == "platform"
+    assert config.keys[0].limits == LimitSpec(
+        requests_per_minute=5, token_quotas=(("week", 1000),)
+    )
+
+
+def test_jwt_section_parses() -> None:
+    config = parse(GOVERNANCE_CONFIG, GOVERNANCE_ENVIRON)
+
+    assert config.auth.jwt == JWTConfig(
+        issuer="https://idp.example",
+        audience="llmgw",
+        jwks_url="http://127.0.0.1:9999/jwks.json",
+        algorithms=("RS256", "ES256"),
+        claims=JWTClaims(user="sub", team="team", tenant="org"),
+    )
+    assert config.auth.jwt.jwks_refresh_seconds == 300.0
+    assert config.auth.jwt.leeway_seconds == 30.0
+
+
+def test_jwt_public_key_and_defaults() -> None:
+    pem = "-----BEGIN PUBLIC KEY-----\\nMFkw\\n-----END PUBLIC KEY-----"
+    config = parse(
+        "auth:\n  jwt:\n    issuer: i\n    audience: a\n"
+        f'    public_key: "{pem}"\n    leeway_seconds: 0\n'
+        "    jwks_refresh_seconds: 60\n"
+    )
+
+    assert config.auth.jwt is not None
+    assert config.auth.jwt.public_key == pem.replace("\\n", "\n")
+    assert config.auth.jwt.algorithms == ("RS256",)
+    assert config.auth.jwt.claims == JWTClaims(user="sub", team=None, tenant=None)
+    assert config.auth.jwt.leeway_seconds == 0.0
+    assert config.auth.jwt.jwks_refresh_seconds == 60.0
+
+
+def test_governance_defaults() -> None:
+    config = parse("redis: {url: 'redis://127.0.0.1/0'}\n")
+
+    assert config.redis is not None
+    assert config.redis.on_unavailable == "fail_closed"
+    assert config.policies.timezone == "UTC"
+    assert config.admin == AdminConfig()
+    assert config.auth.jwt is None
+    assert config.tenants == ()
+
+
+def test_key_limits_is_limit_spec() -> None:
+    assert KeyLimits is LimitSpec
+    config = parse("keys:\n  - {name: a, key: k, limits: {requests_per_minute: 3}}\n")
+
+    assert config.keys[0].limits == LimitSpec(requests_per_minute=3)
+
+
+def test_admin_key_entries() -> None:
+    digest = hash_key("other-admin-key-0123456789")
+    config = parse(
+        "admin:\n  keys:\n"
+        f"    - {ADMIN_KEY}\n"
+        f"    - {{key_sha256: {digest.upper()}}}\n"
+        f"    - {{key: {ADMIN_KEY}-2}}\n"
+        "    - ${UNSET_ADMIN_KEY:-}\n"
+        "  store: sqlite:///admin.db\n"
+    )
+
+    assert config.admin.key_sha256 == (
+        hash_key(ADMIN_KEY),
+        digest,
+        hash_key(ADMIN_KEY + "-2"),
+    )
+    assert config.admin.store == "sqlite:///admin.db"
+
+
+def test_key_tenant_outside_config_is_accepted() -> None:
+    config = parse("keys:\n  - {name: a, key: k, tenant: managed, team: ml}\n")
+
+    assert config.keys[0].tenant == "managed"
+    assert config.keys[0].team == "ml"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "path", "reason"),
+    [
+        pytest.param(
+            "redis: {url: 'redis://h/0', on_unavailable: open}\n",
+            1,
+            "redis.on_unavailable",
+            "must be one of fail_closed, fail_open, got string 'open'",
+            id="on-unavailable",
+        ),
+        pytest.param(
+            "policies:\n  timezone: Mars/Olympus\n",
+            2,
+            "policies.timezone",
+            "must be an IANA time zone name",
+            id="timezone",
+        ),
+        pytest.param(
+            LOCAL_PROVIDER + "models:\n  - name: m\n    provider: local\n"
+            "    price: {input: 1}\n",
+            8,
+            "models[0].price.output",
+            "missing required key",
+            id="price-without-output",
+        ),
+        pytest.param(
+            LOCAL_PROVIDER + "models:\n  - name: m\n    provider: local\n"
+            "    price: {input: -1, output: 1}\n",
+            8,
+            "models[0].price.input",
+            "must be a non-negative number, got -1",
+            id="negative-price",
+        ),
+        pytest.param(
+            "keys:\n  - name: a\n    key: k\n    limits:\n"
+            "      tokens_per_minute_counts: both\n",
+            5,
+            "keys[0].limits.tokens_per_minute_counts",
+            "must be one of input, output, total",
+            id="token-counts",
+        ),
+        pytest.param(
+            "keys:\n  - name: a\n    key: k\n    limits:\n"
+            "      token_quotas: {year: 5}\n",
+            5,
+            "keys[0].limits.token_quotas.year",
+            "unknown key, expected one of: day, week, month",
+            id="quota-period",
+        ),
+        pytest.param(
+            "keys:\n  - name: a\n    key: k\n    limits:\n"
+            "      budgets_usd: {day: 0}\n",
+            5,
+            "keys[0].limits.budgets_usd.day",
+            "must be a positive number, got 0",
+            id="zero-budget",
+        ),
+        pytest.param(
+            "keys:\n  - name: a\n    key: k\n    limits:\n      models: [gpt-4o]\n",
+            5,
+            "keys[0].limits.models",
+            "must be a mapping of model-name globs to limits, got a list",
+            id="model-limits-list",
+        ),
+        pytest.param(
+            "tenants:\n  - name: t\n    limits:\n      models:\n"
+            "        'gpt-4o':\n          models: {}\n",
+            6,
+            "tenants[0].limits.models['gpt-4o'].models",
+            "unknown key",
+            id="nested-model-limits",
+        ),
+        pytest.param(
+            "tenants:\n  - name: t\n    teams:\n      - name: p\n        limits:\n"
+            "          models: {'gpt-*': {budgets_usd: {week: -3}}}\n",
+            6,
+            "tenants[0].teams[0].limits.models['gpt-*'].budgets_usd.week",
+            "must be a positive number, got -3",
+            id="team-model-budget",
+        ),
+        pytest.param(
+            "tenants:\n  - {name: t}\n  - {name: t}\n",
+            3,
+            "tenants[1].name",
+            "duplicate tenant name 't', first used at tenants[0]",
+            id="duplicate-tenant",
+        ),
+        pytest.param(
+            "tenants:\n  - name: t\n    teams: [{name: p}, {name: p}]\n",
+            3,
+            "tenants[0].teams[1].name",
+            "duplicate team name 'p'",
+            id="duplicate-team",
+        ),
+        pytest.param(
+            "tenants:\n  - {name: 'a/b'}\n",
+            2,
+            "tenants[0].name",
+            "must be 1 to 64 letters, digits",
+            id="tenant-name-slash",
+        ),
+        pytest.param(
+            "keys:\n  - {name: a, key: k, tenant: '{acme}'}\n",
+            2,
+            "keys[0].tenant",
+            "must be 1 to 64 letters, digits",
+            id="key-tenant-brace",
+        ),
+        pytest.param(
+            "keys:\n  - {name: a, key: k, team: p}\n",
+            2,
+            "keys[0].team",
+            "needs tenant",
+            id="team-without-tenant",
+        ),
+        pytest.param(
+            "tenants:\n  - {name: t, teams: [{name: p}]}\n"
+            "keys:\n  - {name: a, key: k, tenant: t, team: q}\n",
+            4,
+            "keys[0].team",
+            "team 'q' is not defined under tenant 't' (defined: p)",
+            id="unknown-team",
+        ),
+        pytest.param(
+            "admin: {keys: [short]}\n",
+            1,
+            "admin.keys[0]",
+            "must be at least 16 characters, got 5 <hidden>",
+            id="short-admin-key",
+        ),
+        pytest.param(
+            f"admin:\n  keys: ['{CI_KEY}']\nkeys:\n  - {{name: ci, key: '{CI_KEY}'}}\n",
+            2,
+            "admin.keys[0]",
+            "is the same key as the gateway key 'ci'",
+            id="admin-key-is-gateway-key",
+        ),
+        pytest.param(
+            "admin:\n  keys: [{key_sha256: abc}]\n",
+            2,
+            "admin.keys[0].key_sha256",
+            "must be 64 hexadecimal characters",
+            id="admin-key-sha256",
+        ),
+        pytest.param(
+            "admin: {store: 'postgresql://h/db'}\n",
+            1,
+            "admin.store",
+            "must be sqlite:///relative/path",
+            id="admin-store",
+        ),
+        pytest.param(
+            "auth:\n  jwt: {issuer: i, audience: a}\n",
+            2,
+            "auth.jwt",
+            "must set exactly one of jwks_url and public_key, found neither",
+            id="jwt-no-key",
+        ),
+        pytest.param(
+            "auth:\n  jwt: {audience: a, jwks_url: 'http://127.0.0.1:1/j'}\n",
+            2,
+            "auth.jwt.issuer",
+            "missing required key",
+            id="jwt-no-issuer",
+        ),
+        pytest.param(
+            "auth:\n  jwt:\n    issuer: i\n    audience: a\n"
+            "    jwks_url: 'http://127.0.0.1:1/j'\n    algorithms: [HS256]\n",
+            6,
+            "auth.jwt.algorithms[0]",
+            "must be one of RS256",
+            id="jwt-hmac",
+        ),
+        pytest.param(
+            "auth:\n  jwt:\n    issuer: i\n    audience: a\n    public_key: abc\n",
+            5,
+            "auth.jwt.public_key",
+            "must be a PEM public key",
+            id="jwt-not-pem",
+        ),
+        pytest.param(
+            "auth:\n  jwt:\n    issuer: i\n    audience: a\n"
+            "    jwks_url: 'http://127.0.0.1:1/j'\n    claims: {group: g}\n",
+            6,
+            "auth.jwt.claims.group",
+            "unknown key",
+            id="jwt-claim-name",
+        ),
+    ],
+)
+def test_governance_errors_name_line_and_path(
+    text: str, line: int, path: str, reason: str
+) -> None:
+    error = parse_error(text)
+
+    assert error.line == line
+    assert error.path == path
+    assert reason in error.reason
+
+
+def test_admin_key_error_hides_value() -> None:
+    error = parse_error("admin:\n  keys: ['${ADMIN}']\n", {"ADMIN": "secret-ish"})
+
+    assert "secret-ish" not in str(error)
+
+
+# Warnings for budgets that cannot count a model's cost
+
+PRICED_MODELS = (
+    LOCAL_PROVIDER
+    + """\
+models:
+  - {name: priced, provider: local, price: {input: 1, output: 2}}
+  - {name: free-local, provider: local}
+  - {name: 'mock-*', provider: local}
+"""
+)
+
+
+def test_budget_without_price_warns() -> None:
+    config = parse(
+        PRICED_MODELS + "tenants:\n  - name: acme\n    models: ['priced', 'free-*']\n"
+        "    limits: {budgets_usd: {day: 5}}\n"
+    )
+
+    [warning] = price_warnings(config)
+
+    assert warning.startswith("model 'free-local' has no price")
+    assert "requests for it count no cost against the budget of tenant 'acme'" in (
+        warning
+    )
+
+
+def test_budget_warnings_per_scope() -> None:
+    config = parse(
+        PRICED_MODELS + "tenants:\n  - name: acme\n    limits:\n"
+        "      models: {'mock-*': {budgets_usd: {day: 1}}}\n"
+        "    teams: [{name: p, models: [priced], limits: {budgets_usd: {day: 1}}}]\n"
+        "keys:\n  - {name: k, key: k, limits: {budgets_usd: {month: 9}}}\n"
+    )
+
+    warnings = price_warnings(config)
+
+    assert len(warnings) == 3
+    assert "'mock-*'" in warnings[0]
+    assert "tenant 'acme', limits.models['mock-*']" in warnings[0]
+    assert "'free-local'" in warnings[1]
+    assert "key 'k'" in warnings[1]
+    assert "'mock-*'" in warnings[2]
+    assert "key 'k'" in warnings[2]
+
+
+def test_no_budget_no_warning() -> None:
+    config = parse(
+        PRICED_MODELS + "tenants:\n  - {name: a, limits: {requests_per_minute: 1}}\n"
+    )
+
+    assert price_warnings(config) == []

@@ -69,9 +69,7 @@ class Router:
 
 
 def is_allowed(principal: Principal, model: str) -> bool:
-    if principal.models is None:
-        return True
-    return any(fnmatchcase(model, pattern) for pattern in principal.models)
+    return principal.allows_model(model)
 
 
 def check_allowed(principal: Principal, model: str) -> None:
