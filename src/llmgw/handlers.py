@@ -19,10 +19,11 @@ from llmgw.errors import (
     ShuttingDown,
 )
 from llmgw.gateway import Gateway
-from llmgw.pipeline.admit import admit, needs_token_estimate
-from llmgw.pipeline.authenticate import Principal, authenticate
+from llmgw.limits.periods import calendar_for
+from llmgw.pipeline.admit import admit, lease_seconds_for, needs_token_estimate
+from llmgw.pipeline.authenticate import Principal
 from llmgw.pipeline.context import RequestContext
-from llmgw.pipeline.forward import forward_json, forward_stream
+from llmgw.pipeline.forward import forward_chat, forward_embeddings
 from llmgw.pipeline.ingress import parse_json, read_body
 from llmgw.pipeline.policy import (
     Caps,
@@ -35,6 +36,7 @@ from llmgw.pipeline.policy import (
 )
 from llmgw.pipeline.settle import settle
 from llmgw.protocols.openai import parse_chat_request, parse_embeddings_request
+from llmgw.providers.base import unsupported_embeddings
 
 GATEWAY = web.AppKey("gateway", Gateway)
 # Set by the server's middleware before any handler runs.
@@ -135,11 +137,35 @@ async def _count_chat_input(
         )
 
 
+async def _admit(
+    gateway: Gateway,
+    ctx: RequestContext,
+    principal: Principal,
+    deployment: Deployment,
+    output_tokens: int,
+) -> None:
+    """Reserve the estimated input and ``output_tokens`` against every limit."""
+    config = gateway.config
+    ctx.reservation = await admit(
+        gateway.backend,
+        principal,
+        ctx.input_tokens or 0,
+        output_tokens,
+        model=ctx.model,
+        price=deployment.route.price,
+        request_id=ctx.request_id,
+        lease_seconds=lease_seconds_for(deployment.provider.timeouts),
+        calendar=calendar_for(config.policies.timezone),
+        fail_open=config.redis is not None
+        and config.redis.on_unavailable == "fail_open",
+    )
+
+
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     ctx = RequestContext(route="/v1/chat/completions", request_id=request[REQUEST_ID])
     async with request_scope(gateway, ctx):
-        principal = authenticate(request.headers, gateway.keys)
+        principal = await gateway.auth.authenticate(request.headers)
         ctx.principal = principal
         chat = parse_chat_request(await _read_json(request, gateway))
         ctx.prompt = chat.messages
@@ -152,32 +178,15 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         )
         if caps.max_input_tokens is not None or needs_token_estimate(principal):
             await _count_chat_input(gateway, ctx, deployment, caps, body.get("tools"))
-        reserve = (ctx.input_tokens or 0) + (output_limit or 0) * (chat.n or 1)
-        ctx.reservation = await admit(gateway.backend, principal, reserve)
+        output_reserve = (output_limit or 0) * (chat.n or 1)
+        await _admit(gateway, ctx, principal, deployment, output_reserve)
 
-        body["model"] = deployment.upstream_model
-        if chat.stream:
-            # Ask for usage even if the client did not; the relay hides the
-            # extra chunk from such clients.
-            options = body.get("stream_options") or {}
-            body["stream_options"] = {**options, "include_usage": True}
         provider = gateway.provider(deployment.provider.name)
         encoding, _ = gateway.tokens.encoding_for(
             deployment.upstream_model, deployment.route.tokenizer
         )
-        payload = orjson.dumps(body)
-        if chat.stream:
-            return await forward_stream(
-                request,
-                ctx,
-                provider,
-                "/chat/completions",
-                payload,
-                encoding,
-                chat.include_usage,
-            )
-        return await forward_json(
-            request, ctx, provider, "/chat/completions", payload, encoding
+        return await forward_chat(
+            request, ctx, provider, chat, deployment.upstream_model, encoding
         )
 
 
@@ -185,11 +194,14 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     ctx = RequestContext(route="/v1/embeddings", request_id=request[REQUEST_ID])
     async with request_scope(gateway, ctx):
-        principal = authenticate(request.headers, gateway.keys)
+        principal = await gateway.auth.authenticate(request.headers)
         ctx.principal = principal
         parsed = parse_embeddings_request(await _read_json(request, gateway))
         ctx.prompt = parsed.input
         deployment = _resolve(gateway, ctx, principal, parsed.model)
+        provider = gateway.provider(deployment.provider.name)
+        if not provider.supports_embeddings:
+            raise unsupported_embeddings(parsed.model, provider)
         caps = effective_caps(gateway.config, deployment, principal)
 
         if caps.max_input_tokens is not None or needs_token_estimate(principal):
@@ -205,16 +217,16 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
                     f"your input resulted in {count.tokens} tokens.",
                     param="input",
                 )
-        ctx.reservation = await admit(gateway.backend, principal, ctx.input_tokens or 0)
+        await _admit(gateway, ctx, principal, deployment, 0)
 
-        body = parsed.body
-        body["model"] = deployment.upstream_model
-        provider = gateway.provider(deployment.provider.name)
-        encoding, _ = gateway.tokens.encoding_for(
-            deployment.upstream_model, deployment.route.tokenizer
-        )
-        return await forward_json(
-            request, ctx, provider, "/embeddings", orjson.dumps(body), encoding
+        return await forward_embeddings(
+            request,
+            ctx,
+            provider,
+            parsed,
+            deployment.upstream_model,
+            gateway.tokens,
+            deployment.route.tokenizer,
         )
 
 
@@ -266,7 +278,7 @@ async def _check_listed(gateway: Gateway, deployment: Deployment) -> None:
 
 async def list_models(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
-    principal = authenticate(request.headers, gateway.keys)
+    principal = await gateway.auth.authenticate(request.headers)
     data = []
     seen: set[str] = set()
     for name in gateway.router.listed_names():
@@ -282,7 +294,7 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def retrieve_model(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
-    principal = authenticate(request.headers, gateway.keys)
+    principal = await gateway.auth.authenticate(request.headers)
     name = request.match_info["model"]
     deployment = gateway.router.resolve(name)
     check_allowed(principal, name)

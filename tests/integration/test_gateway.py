@@ -19,6 +19,7 @@ from structlog.testing import capture_logs
 
 from llmgw.config import Timeouts
 from llmgw.errors import BackendUnavailable
+from llmgw.providers.openai import OpenAIProvider
 from tests.integration.gateway_harness import (
     DEV_KEY,
     GPT_ONLY_KEY,
@@ -305,6 +306,7 @@ async def test_upstream_timeout_is_504(gw: Harness) -> None:
 async def test_unreachable_upstream_is_502(tmp_path: Path) -> None:
     async with running_gateway(tmp_path, None, "unused:") as gw:
         provider = gw.gateway.providers["mock"]
+        assert isinstance(provider, OpenAIProvider)
         provider._base_url = "http://127.0.0.1:9/v1"  # nothing listens on port 9
         response = await gw.post(CHAT, chat_body())
         assert response.status == 502
@@ -466,9 +468,11 @@ async def test_request_log_line_has_no_key_or_prompt(gw: Harness) -> None:
         assert response.status == 200
         await gw.post(CHAT, body, key="sk-wrong-key-in-log")
         await gw.ledger_rows()
+    # Settlement runs in the background, so the two lines may come in
+    # either order.
     lines = [entry for entry in logs if entry["event"] == "request"]
-    assert [line["status"] for line in lines] == [200, 401]
-    first = lines[0]
+    assert sorted(line["status"] for line in lines) == [200, 401]
+    first = next(line for line in lines if line["status"] == 200)
     assert first["request_id"] == response.headers["x-request-id"]
     assert first["key_name"] == "dev"
     assert first["input_tokens"] == 11

@@ -8,8 +8,10 @@ import structlog
 from llmgw.errors import GatewayError
 from llmgw.gateway import Gateway
 from llmgw.ledger.record import UsageRecord
-from llmgw.pipeline.admit import refunds
+from llmgw.limits.spec import Price
+from llmgw.pipeline.admit import settle_reservation
 from llmgw.pipeline.context import RequestContext
+from llmgw.pipeline.pricing import cost_micro_usd, to_micro_usd, to_usd
 
 log = structlog.get_logger("llmgw.request")
 
@@ -34,13 +36,14 @@ async def _local_input_count(gateway: Gateway, ctx: RequestContext) -> int:
 
 
 async def build_record(gateway: Gateway, ctx: RequestContext) -> UsageRecord:
-    input_tokens = output_tokens = cached = reasoning = 0
+    input_tokens = output_tokens = cached = reasoning = cache_write = 0
     estimated = False
     if ctx.usage is not None:
         input_tokens = ctx.usage.input_tokens
         output_tokens = ctx.usage.output_tokens
         cached = ctx.usage.cached_tokens
         reasoning = ctx.usage.reasoning_tokens
+        cache_write = ctx.usage.cache_write_tokens
     elif ctx.forwarded and ctx.status < 400:
         # The upstream reported nothing (or the stream was cut before it
         # did): bill the local prompt count and the chunk-by-chunk tally.
@@ -51,6 +54,14 @@ async def build_record(gateway: Gateway, ctx: RequestContext) -> UsageRecord:
 
     principal = ctx.principal
     deployment = ctx.deployment
+    cost = cost_micro_usd(
+        _price(ctx),
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cached_tokens=cached,
+        reasoning_tokens=reasoning,
+        cache_write_tokens=cache_write,
+    )
     return UsageRecord(
         request_id=ctx.request_id,
         ts=ctx.ts,
@@ -64,6 +75,7 @@ async def build_record(gateway: Gateway, ctx: RequestContext) -> UsageRecord:
         output_tokens=output_tokens,
         cached_tokens=cached,
         reasoning_tokens=reasoning,
+        cache_write_tokens=cache_write,
         estimated=estimated,
         status=ctx.status,
         error_type=ctx.error_type,
@@ -71,19 +83,48 @@ async def build_record(gateway: Gateway, ctx: RequestContext) -> UsageRecord:
         ttft_ms=round(ctx.ttft_ms, 3) if ctx.ttft_ms is not None else None,
         streamed=ctx.streamed,
         client_aborted=ctx.client_aborted,
+        cost_usd=to_usd(cost),
     )
 
 
-async def settle(gateway: Gateway, ctx: RequestContext) -> None:
-    """Append the request's ledger record once, whatever its outcome.
+def _price(ctx: RequestContext) -> Price | None:
+    """Return the price of the requested model, as admission used it."""
+    if ctx.reservation is not None and ctx.reservation.price is not None:
+        return ctx.reservation.price
+    if ctx.deployment is not None:
+        return ctx.deployment.route.price
+    return None
 
-    If the back end is down, the error log line is the only copy.
+
+async def settle(gateway: Gateway, ctx: RequestContext) -> None:
+    """Settle the request's limits and append its ledger record, once.
+
+    This runs on every path, errors, timeouts and client aborts included, so
+    every lease is released here. If the back end is down, the leases and
+    reservations expire at their deadline, and the record goes straight to
+    the sink.
     """
     record = await build_record(gateway, ctx)
-    returned = refunds(ctx.reservation, record.input_tokens + record.output_tokens)
+    reservation = ctx.reservation
+    cost = cost_micro_usd(
+        _price(ctx),
+        input_tokens=record.input_tokens,
+        output_tokens=record.output_tokens,
+        cached_tokens=record.cached_tokens,
+        reasoning_tokens=record.reasoning_tokens,
+        cache_write_tokens=record.cache_write_tokens,
+    )
+    items = settle_reservation(
+        reservation,
+        input_tokens=record.input_tokens,
+        output_tokens=record.output_tokens,
+        cost_micro_usd=to_micro_usd(cost),
+    )
     try:
-        if ctx.reservation is not None and ctx.reservation.charges:
-            await gateway.backend.settle(returned, record)
+        if reservation is not None and items:
+            await gateway.backend.settle(
+                items, record, request_id=reservation.request_id
+            )
         else:
             await gateway.backend.append_record(record)
     except GatewayError as exc:

@@ -1,27 +1,27 @@
 """OpenAI and OpenAI-compatible upstreams (OpenAI, vLLM, llama.cpp, Ollama).
 
-The provider swaps credentials, drops hop-by-hop headers, applies the
-connect and first-byte timeouts, and translates aiohttp's errors into the
-gateway's own at this boundary.
+The request body goes upstream as the client sent it, with the model
+replaced, and the response comes back byte for byte: nothing on this path
+parses or copies more than the relay in ``llmgw.pipeline.forward`` needs for
+usage. The provider swaps credentials and drops hop-by-hop headers. Error
+responses pass through with their status and body, the provider key
+scrubbed.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
+from typing import Any
 
 import aiohttp
 import orjson
 
 from llmgw.config import ProviderConfig
-from llmgw.errors import (
-    UpstreamError,
-    UpstreamHTTPError,
-    UpstreamRedirect,
-    UpstreamTimeout,
-    UpstreamUnreachable,
+from llmgw.errors import UpstreamHTTPError
+from llmgw.providers.base import (
+    RATE_LIMIT_HEADER_PREFIX,
+    Provider,
+    UpstreamRequest,
 )
 
 # RFC 9110 section 7.6.1, plus the older Keep-Alive and Proxy-* names.
@@ -70,14 +70,6 @@ _DROPPED_RESPONSE_HEADERS = HOP_BY_HOP | {
     "x-request-id",
 }
 
-_MAX_ERROR_BODY = 1024 * 1024
-# Seconds a provider's model list is reused for /v1/models, how long a
-# failed listing is remembered, and the most a listing may take: clients
-# often call /v1/models at start-up and should not hang on one provider.
-_MODEL_LIST_TTL = 60.0
-_MODEL_LIST_FAILURE_TTL = 10.0
-_MODEL_LIST_TIMEOUT = 5.0
-
 
 def _connection_tokens(headers: Mapping[str, str]) -> set[str]:
     """Header names listed in Connection, which are hop-by-hop too."""
@@ -86,154 +78,107 @@ def _connection_tokens(headers: Mapping[str, str]) -> set[str]:
 
 
 def forwardable_response_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Return the upstream response headers a client may see.
+
+    The upstream's ``x-ratelimit-*`` counters describe the organisation's
+    account, so they stay behind, and the gateway sends its own.
+    """
     listed = _connection_tokens(headers)
     return {
         name: value
         for name, value in headers.items()
         if name.lower() not in _DROPPED_RESPONSE_HEADERS
         and name.lower() not in listed
-        and not name.lower().startswith("x-ratelimit-")
+        and not name.lower().startswith(RATE_LIMIT_HEADER_PREFIX)
     }
 
 
-class OpenAIProvider:
+def error_response_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Return the headers a client sees with an upstream error.
+
+    Unlike a success, an error keeps the upstream's ``x-ratelimit-*``
+    headers, because after a 429 their reset times tell when to retry.
+    """
+    kept = forwardable_response_headers(headers)
+    for name, value in headers.items():
+        if name.lower().startswith(RATE_LIMIT_HEADER_PREFIX):
+            kept[name] = value
+    return kept
+
+
+def forwardable_request_headers(incoming: Mapping[str, str]) -> dict[str, str]:
+    """Return the client's request headers that may go upstream, without any
+    credential."""
+    listed = _connection_tokens(incoming)
+    return {
+        name: value
+        for name, value in incoming.items()
+        if name.lower() not in _DROPPED_REQUEST_HEADERS and name.lower() not in listed
+    }
+
+
+def openai_model_ids(body: object) -> list[str]:
+    """Return the ids of an OpenAI ``GET /models`` body."""
+    data = body.get("data") if isinstance(body, dict) else None
+    return [
+        item["id"]
+        for item in (data if isinstance(data, list) else [])
+        if isinstance(item, dict) and isinstance(item.get("id"), str)
+    ]
+
+
+class OpenAIProvider(Provider):
+    """An OpenAI-format upstream, relayed without translation."""
+
+    supports_embeddings = True
+
     def __init__(self, config: ProviderConfig, session: aiohttp.ClientSession) -> None:
-        self.config = config
-        self.name = config.name
-        self.kind = config.kind
-        self._session = session
+        super().__init__(config, session)
         self._base_url = config.base_url.rstrip("/")
         self._api_key = config.api_key.value
-        # The first-byte, idle and total limits are applied around the calls.
-        self._client_timeout = aiohttp.ClientTimeout(
-            total=None, connect=config.timeouts.connect, sock_read=None
-        )
-        # (expiry on the monotonic clock, model ids); empty after a failure.
-        self._model_list: tuple[float, list[str]] | None = None
+
+    def auth_headers(self) -> dict[str, str]:
+        if not self._api_key:
+            return {}
+        return {"Authorization": f"Bearer {self._api_key}"}
 
     def request_headers(self, incoming: Mapping[str, str]) -> dict[str, str]:
-        listed = _connection_tokens(incoming)
-        headers = {
-            name: value
-            for name, value in incoming.items()
-            if name.lower() not in _DROPPED_REQUEST_HEADERS
-            and name.lower() not in listed
-        }
+        headers = forwardable_request_headers(incoming)
         headers["Content-Type"] = "application/json"
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
+        headers.update(self.auth_headers())
         return headers
 
-    def scrub(self, data: bytes) -> bytes:
-        """Remove the provider key from text an upstream echoed back."""
-        if not self._api_key:
-            return data
-        return data.replace(self._api_key.encode(), b"<redacted>")
+    def operation_url(self, operation: str, upstream_model: str) -> str:
+        """Return the URL of an operation such as ``chat/completions``."""
+        return f"{self._base_url}/{operation}"
 
-    async def list_models(self) -> list[str]:
-        """Return the model ids the upstream's ``GET /models`` lists, cached
-        for a minute. Raises the gateway's upstream errors on failure."""
-        now = time.monotonic()
-        if self._model_list is not None and now < self._model_list[0]:
-            return self._model_list[1]
-        try:
-            ids = await self._fetch_model_list()
-        except UpstreamError:
-            self._model_list = (now + _MODEL_LIST_FAILURE_TTL, [])
-            raise
-        self._model_list = (now + _MODEL_LIST_TTL, ids)
-        return ids
-
-    async def _fetch_model_list(self) -> list[str]:
-        headers = self.request_headers({})
-        limit = min(self.config.timeouts.first_byte, _MODEL_LIST_TIMEOUT)
-        try:
-            async with asyncio.timeout(limit):
-                async with self._session.get(
-                    f"{self._base_url}/models", headers=headers, allow_redirects=False
-                ) as response:
-                    if 300 <= response.status < 400:
-                        raise self._redirect_error(response)
-                    if response.status >= 400:
-                        raise await self._error_from(response)
-                    body = orjson.loads(await response.read())
-        except TimeoutError:
-            raise UpstreamTimeout(
-                f"Upstream '{self.name}' did not list its models within {limit:g} s."
-            ) from None
-        except (aiohttp.ClientError, orjson.JSONDecodeError) as exc:
-            raise UpstreamUnreachable(
-                f"Upstream '{self.name}' failed to list its models: "
-                f"{type(exc).__name__}."
-            ) from exc
-        data = body.get("data") if isinstance(body, dict) else None
-        ids = [
-            item["id"]
-            for item in (data if isinstance(data, list) else [])
-            if isinstance(item, dict) and isinstance(item.get("id"), str)
-        ]
-        return ids
-
-    @asynccontextmanager
-    async def post(
-        self, path: str, body: bytes, incoming: Mapping[str, str]
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """POST ``body`` and yield the response once its headers arrived.
-
-        Raises ``UpstreamHTTPError`` for an error status, with the body read
-        and scrubbed, and the gateway's timeout and connection errors for
-        failures before the headers.
-        """
-        timeouts = self.config.timeouts
-        url = f"{self._base_url}{path}"
-        try:
-            async with asyncio.timeout(timeouts.first_byte):
-                response = await self._session.post(
-                    url,
-                    data=body,
-                    headers=self.request_headers(incoming),
-                    timeout=self._client_timeout,
-                    allow_redirects=False,
-                )
-        except TimeoutError:
-            raise UpstreamTimeout(
-                f"Upstream '{self.name}' sent no response within "
-                f"{timeouts.first_byte:g} s."
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamUnreachable(
-                f"Upstream '{self.name}' is unreachable: {type(exc).__name__}."
-            ) from exc
-
-        try:
-            if 300 <= response.status < 400:
-                raise self._redirect_error(response)
-            if response.status >= 400:
-                raise await self._error_from(response)
-            yield response
-        except BaseException:
-            # Closing, not releasing, so a half-read body never goes back to
-            # the pool, and the dropped connection cancels the upstream request.
-            response.close()
-            raise
-        response.release()
-
-    def _redirect_error(self, response: aiohttp.ClientResponse) -> UpstreamRedirect:
-        return UpstreamRedirect(
-            f"Upstream '{self.name}' answered with HTTP {response.status} (a "
-            "redirect), which the gateway does not follow: set the provider's "
-            "base_url to the final address."
+    def call(
+        self,
+        operation: str,
+        body: dict[str, Any],
+        upstream_model: str,
+        incoming: Mapping[str, str],
+    ) -> UpstreamRequest:
+        """Build the request for ``operation`` with ``body``, whose ``model`` the
+        caller has already set to ``upstream_model``."""
+        return UpstreamRequest(
+            url=self.operation_url(operation, upstream_model),
+            headers=self.request_headers(incoming),
+            body=orjson.dumps(body),
         )
 
-    async def _error_from(self, response: aiohttp.ClientResponse) -> UpstreamHTTPError:
-        try:
-            async with asyncio.timeout(self.config.timeouts.idle):
-                body = await response.content.read(_MAX_ERROR_BODY)
-        except (TimeoutError, aiohttp.ClientError):
-            body = b""
+    def translate_error(
+        self, status: int, body: bytes, headers: Mapping[str, str]
+    ) -> UpstreamHTTPError:
         return UpstreamHTTPError(
-            status=response.status,
-            body=self.scrub(body),
-            content_type=response.headers.get("Content-Type", "application/json"),
-            headers=forwardable_response_headers(response.headers),
+            status=status,
+            body=body,
+            content_type=headers.get("Content-Type", "application/json"),
+            headers=error_response_headers(headers),
         )
+
+    def model_list_request(self) -> tuple[str, dict[str, str]] | None:
+        return f"{self._base_url}/models", self.request_headers({})
+
+    def parse_model_list(self, body: object) -> list[str]:
+        return openai_model_ids(body)
