@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, Final
+
+import orjson
+
+# The stream entry field that holds the record as JSON.
+RECORD_FIELD: Final = "record"
 
 _INT_FIELDS = frozenset(
     {
@@ -12,9 +17,10 @@ _INT_FIELDS = frozenset(
         "cached_tokens",
         "reasoning_tokens",
         "status",
+        "cache_write_tokens",
     }
 )
-_FLOAT_FIELDS = frozenset({"ts", "latency_ms", "ttft_ms"})
+_FLOAT_FIELDS = frozenset({"ts", "latency_ms", "ttft_ms", "cost_usd"})
 _BOOL_FIELDS = frozenset({"estimated", "streamed", "client_aborted"})
 
 
@@ -39,28 +45,77 @@ class UsageRecord:
     ttft_ms: float | None = None  # time to first byte of the response body
     streamed: bool = False
     client_aborted: bool = False
+    # US dollars at the model's price, or 0 for a model without a price.
+    cost_usd: float = 0.0
+    # Input tokens written to the provider's prompt cache (Anthropic's
+    # cache_creation_input_tokens, Bedrock's cacheWriteInputTokens). Like
+    # cached_tokens, they are part of input_tokens.
+    cache_write_tokens: int = 0
 
     def to_fields(self) -> dict[str, str]:
-        """Flatten to strings for a Redis Stream entry; None becomes ""."""
-        out: dict[str, str] = {}
-        for name, value in asdict(self).items():
-            if value is None:
-                out[name] = ""
-            elif isinstance(value, bool):
-                out[name] = "1" if value else "0"
-            else:
-                out[name] = str(value)
-        return out
+        """Encode as a Redis Stream entry: one field holding the record as JSON.
+
+        One field instead of one per attribute keeps the XADD, the stream
+        entry and its parsing small.
+        """
+        return {RECORD_FIELD: orjson.dumps(self).decode()}
 
     @classmethod
     def from_fields(cls, raw: dict[str, str] | dict[bytes, bytes]) -> UsageRecord:
-        """Rebuild a record from ``to_fields`` output (str or bytes keys)."""
+        """Rebuild a record from a stream entry (str or bytes keys).
+
+        Reads the JSON field of ``to_fields``, and also the one-field-per-
+        attribute entries that earlier versions wrote. Raises ``ValueError``
+        or ``TypeError`` for an entry that is not a valid record.
+        """
         text = {
             (k.decode() if isinstance(k, bytes) else k): (
                 v.decode() if isinstance(v, bytes) else v
             )
             for k, v in raw.items()
         }
+        encoded = text.get(RECORD_FIELD)
+        if encoded is not None:
+            return cls._from_json(encoded)
+        return cls._from_flat_fields(text)
+
+    @classmethod
+    def _from_json(cls, encoded: str) -> UsageRecord:
+        try:
+            data = orjson.loads(encoded)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"invalid ledger record JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise TypeError("invalid ledger record: expected a JSON object")
+        values: dict[str, Any] = {}
+        for name, expected in _FIELD_TYPES.items():
+            if name not in data:
+                continue  # written by an older version: the default applies
+            value = data[name]
+            # A float field may hold a JSON integer, and bool, a subclass
+            # of int in Python, must not pass for an int field.
+            accepts_float = expected is float or (
+                isinstance(expected, tuple) and float in expected
+            )
+            if accepts_float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, expected) or (
+                expected is int and isinstance(value, bool)
+            ):
+                raise TypeError(
+                    f"invalid ledger record field {name!r}: "
+                    f"{type(value).__name__} {value!r}"
+                )
+            values[name] = value
+        for required in ("request_id", "ts", "route"):
+            if required not in values:
+                raise ValueError(f"invalid ledger record: missing {required!r}")
+        for optional in ("key_name", "tenant", "model", "provider", "upstream_model"):
+            values.setdefault(optional, None)
+        return cls(**values)
+
+    @classmethod
+    def _from_flat_fields(cls, text: dict[str, str]) -> UsageRecord:
         values: dict[str, Any] = {}
         for f in fields(cls):
             value = text.get(f.name, "")
@@ -76,8 +131,32 @@ class UsageRecord:
             values["ts"] = 0.0
         if values["latency_ms"] is None:
             values["latency_ms"] = 0.0
+        if values["cost_usd"] is None:
+            values["cost_usd"] = 0.0
         if values["request_id"] is None:
             values["request_id"] = ""
         if values["route"] is None:
             values["route"] = ""
         return cls(**values)
+
+
+def _field_types() -> dict[str, type | tuple[type, ...]]:
+    """The JSON types each record attribute accepts."""
+    types: dict[str, type | tuple[type, ...]] = {}
+    for f in fields(UsageRecord):
+        if f.name in _BOOL_FIELDS:
+            types[f.name] = bool
+        elif f.name in _INT_FIELDS:
+            types[f.name] = int
+        elif f.name == "ttft_ms":
+            types[f.name] = (float, type(None))
+        elif f.name in _FLOAT_FIELDS:
+            types[f.name] = float
+        elif f.name in ("request_id", "route"):
+            types[f.name] = str
+        else:
+            types[f.name] = (str, type(None))
+    return types
+
+
+_FIELD_TYPES = _field_types()
