@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 from collections.abc import Sequence
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -15,9 +16,9 @@ from llmgw.ledger.drain import LedgerDrainer
 from llmgw.ledger.record import UsageRecord
 from llmgw.ledger.report import render
 from llmgw.ledger.sink import TOTALS_COLUMNS, Sink, TotalsRow, open_sink
-from llmgw.limits.base import Backend
+from llmgw.limits.base import Backend, LedgerEntry
 
-from .conftest import CLAIM_IDLE_MS
+from .conftest import CLAIM_IDLE_MS, drop_postgres_table
 
 DAY_1 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
 DAY_2 = DAY_1 + 86_400.0
@@ -81,6 +82,71 @@ class FailingSink:
 
     async def close(self) -> None:
         await self.inner.close()
+
+
+class GatedSink(FailingSink):
+    """A sink whose first write waits until ``release`` is set.
+
+    ``first_write_started`` is set when that write begins.
+    """
+
+    def __init__(self, inner: Sink) -> None:
+        super().__init__(inner, failures=0)
+        self.first_write_started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def write(self, records: Sequence[UsageRecord]) -> int:
+        if not self.first_write_started.is_set():
+            self.first_write_started.set()
+            await self.release.wait()
+        return await super().write(records)
+
+
+class LedgerSpy:
+    """Wrap a back end to record ledger reads and fail the next ``ack_failures``
+    acknowledgements, after the sink has committed the batch."""
+
+    def __init__(self, inner: Backend, ack_failures: int = 0) -> None:
+        self.inner = inner
+        self.ack_failures = ack_failures
+        # Events by consumer name, each set once a read for it returned entries.
+        self.entries_read: dict[str, asyncio.Event] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def read_ledger(
+        self, consumer: str, count: int, block_ms: int
+    ) -> list[LedgerEntry]:
+        entries = await self.inner.read_ledger(consumer, count, block_ms)
+        if entries:
+            self.read_event(consumer).set()
+        return entries
+
+    def read_event(self, consumer: str) -> asyncio.Event:
+        return self.entries_read.setdefault(consumer, asyncio.Event())
+
+    async def ack_ledger(self, entry_ids: Sequence[str]) -> None:
+        if self.ack_failures > 0:
+            self.ack_failures -= 1
+            raise ConnectionResetError("back end connection reset before ack (test)")
+        await self.inner.ack_ledger(entry_ids)
+
+    def as_backend(self) -> Backend:
+        # Every other Backend method is delegated by __getattr__.
+        return cast(Backend, self)
+
+
+async def wait_for_records(sink: Sink, count: int) -> None:
+    """Poll the sink until it stores ``count`` records, for up to 10 s."""
+    for _ in range(200):
+        if len(await sink.records()) >= count:
+            return
+        await asyncio.sleep(0.05)
+
+
+def request_ids(records: Sequence[UsageRecord]) -> list[str]:
+    return sorted(record.request_id for record in records)
 
 
 async def test_write_round_trips_every_field(sink: Sink) -> None:
@@ -431,3 +497,178 @@ async def test_drain_once_raises_sink_error(backend: Backend, sink: Sink) -> Non
 async def test_drainer_rejects_zero_block(backend: Backend, sqlite_url: str) -> None:
     with pytest.raises(ValueError, match="block_ms 0"):
         LedgerDrainer(backend, open_sink(sqlite_url), consumer="d1", block_ms=0)
+
+
+async def test_loop_reads_while_writing(backend: Backend, sink: Sink) -> None:
+    spy = LedgerSpy(backend)
+    gated = GatedSink(sink)
+    drainer = LedgerDrainer(
+        spy.as_backend(), gated, consumer="drainer-1", batch=5, block_ms=50
+    )
+    for i in range(10):
+        await backend.append_record(make_record(f"r{i:02d}"))
+
+    drainer.start()
+    await asyncio.wait_for(gated.first_write_started.wait(), 5)
+    # While the first write waits, the loop reads the second batch under its
+    # second consumer name.
+    await asyncio.wait_for(spy.read_event(drainer.consumers[1]).wait(), 5)
+    stored_while_held = len(await sink.records())
+    gated.release.set()
+    await wait_for_records(sink, 10)
+    await drainer.stop()
+
+    assert stored_while_held == 0
+    assert request_ids(await sink.records()) == [f"r{i:02d}" for i in range(10)]
+    assert gated.written == 10
+
+
+async def test_loop_many_batches_write_once(backend: Backend, sink: Sink) -> None:
+    counting = FailingSink(sink, failures=0)
+    drainer = LedgerDrainer(
+        backend, counting, consumer="drainer-1", batch=7, block_ms=50, linger=0.01
+    )
+    drainer.start()
+    for i in range(100):
+        await backend.append_record(make_record(f"r{i:03d}"))
+        if i % 30 == 0:
+            await asyncio.sleep(0.02)
+    await wait_for_records(sink, 100)
+    await drainer.stop()
+
+    assert request_ids(await sink.records()) == [f"r{i:03d}" for i in range(100)]
+    assert counting.written == 100
+    assert await backend.read_ledger("drainer-1", 10, block_ms=0) == []
+    assert await backend.read_ledger(drainer.consumers[1], 10, block_ms=0) == []
+
+
+async def test_loop_write_failure_loses_nothing(backend: Backend, sink: Sink) -> None:
+    # The first write fails after the next batch was read. That batch is not
+    # written then, and both batches are read again and written once.
+    failing = FailingSink(sink, failures=1)
+    drainer = LedgerDrainer(
+        backend, failing, consumer="drainer-1", batch=5, block_ms=50, retry_delay=0.05
+    )
+    for i in range(30):
+        await backend.append_record(make_record(f"r{i:02d}"))
+
+    drainer.start()
+    await wait_for_records(sink, 30)
+    await drainer.stop()
+
+    assert failing.failures == 0
+    assert request_ids(await sink.records()) == [f"r{i:02d}" for i in range(30)]
+    assert failing.written == 30
+
+
+async def test_ack_failure_stores_once(backend: Backend, sink: Sink) -> None:
+    # An ack that fails after the commit, as in a crash between the two,
+    # delivers the batch again. The sink receives it twice and keeps one copy.
+    spy = LedgerSpy(backend, ack_failures=1)
+    counting = FailingSink(sink, failures=0)
+    drainer = LedgerDrainer(
+        spy.as_backend(),
+        counting,
+        consumer="drainer-1",
+        batch=5,
+        block_ms=50,
+        retry_delay=0.05,
+    )
+    for i in range(20):
+        await backend.append_record(make_record(f"r{i:02d}"))
+
+    drainer.start()
+    await wait_for_records(sink, 20)
+    await drainer.stop()
+
+    assert spy.ack_failures == 0
+    assert request_ids(await sink.records()) == [f"r{i:02d}" for i in range(20)]
+    assert counting.written == 25
+    assert await backend.read_ledger("drainer-1", 10, block_ms=0) == []
+    assert await backend.read_ledger(drainer.consumers[1], 10, block_ms=0) == []
+
+
+class SlowFirstWriteSink(FailingSink):
+    """A sink whose first write sleeps ``delay`` seconds before writing."""
+
+    def __init__(self, inner: Sink, delay: float) -> None:
+        super().__init__(inner, failures=0)
+        self.delay = delay
+        self.slow_write_started = asyncio.Event()
+
+    async def write(self, records: Sequence[UsageRecord]) -> int:
+        if not self.slow_write_started.is_set():
+            self.slow_write_started.set()
+            await asyncio.sleep(self.delay)
+        return await super().write(records)
+
+
+async def test_stop_cancels_slow_write(backend: Backend, sink: Sink) -> None:
+    # stop() waits block_ms + 1 s for the loop, then cancels the loop and its
+    # write. The final drain reads the cancelled batch again.
+    slow = SlowFirstWriteSink(sink, delay=30.0)
+    drainer = LedgerDrainer(backend, slow, consumer="drainer-1", batch=4, block_ms=50)
+    for i in range(10):
+        await backend.append_record(make_record(f"r{i}"))
+
+    drainer.start()
+    await asyncio.wait_for(slow.slow_write_started.wait(), 5)
+    async with asyncio.timeout(10):
+        await drainer.stop()
+
+    assert not drainer.running
+    assert request_ids(await sink.records()) == [f"r{i}" for i in range(10)]
+    assert slow.written == 10
+
+
+async def test_drain_once_reads_both_consumers(backend: Backend, sink: Sink) -> None:
+    drainer = LedgerDrainer(backend, sink, consumer="drainer-1", batch=10)
+    for i in range(3):
+        await backend.append_record(make_record(f"r{i}"))
+    # A batch read under the second name by a loop that then stopped.
+    pending = await backend.read_ledger(drainer.consumers[1], 10, block_ms=0)
+
+    moved = await drainer.drain_once()
+
+    assert len(pending) == 3
+    assert moved == 3
+    assert request_ids(await sink.records()) == ["r0", "r1", "r2"]
+    assert await drainer.drain_once() == 0
+
+
+async def test_write_large_batch_counts_new(sink: Sink) -> None:
+    stored = [make_record(f"r{i:05d}", ts=DAY_1 + i) for i in range(1000)]
+    await sink.write(stored)
+    fresh = [make_record(f"r{i:05d}", ts=DAY_1 + i) for i in range(1000, 3000)]
+    # Every stored record again, and ten fresh ones twice in the same batch.
+    batch = stored + fresh + fresh[:10]
+
+    inserted = await sink.write(batch)
+
+    assert inserted == 2000
+    assert len(await sink.records()) == 3000
+    assert await sink.fetch("r02999") == fresh[-1]
+
+
+async def test_tables_keep_their_own_rows(sink_url: str, ledger_table: str) -> None:
+    # Two sinks on one database with different tables, writing at once.
+    other_table = f"{ledger_table}_other"
+    first = open_sink(sink_url, table=ledger_table)
+    second = open_sink(sink_url, table=other_table)
+    await first.open()
+    await second.open()
+    try:
+        await asyncio.gather(
+            first.write([make_record(f"a{i}") for i in range(50)]),
+            second.write([make_record(f"b{i}") for i in range(30)]),
+        )
+        first_ids = request_ids(await first.records())
+        second_ids = request_ids(await second.records())
+    finally:
+        await first.close()
+        await second.close()
+        if sink_url.startswith("postgres"):
+            await drop_postgres_table(other_table)
+
+    assert first_ids == sorted(f"a{i}" for i in range(50))
+    assert second_ids == sorted(f"b{i}" for i in range(30))

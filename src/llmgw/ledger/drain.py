@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import structlog
@@ -18,7 +19,7 @@ import structlog
 if TYPE_CHECKING:
     # Imported for annotations only: llmgw.limits imports llmgw.ledger.
     from llmgw.ledger.sink import Sink
-    from llmgw.limits.base import Backend
+    from llmgw.limits.base import Backend, LedgerEntry
 
 log = structlog.get_logger()
 
@@ -27,7 +28,8 @@ _MAX_LOGGED_IDS = 20
 
 
 # A consumer idle this long with nothing pending belongs to a stopped
-# worker: every live drainer reads at least once per block_ms.
+# worker. A running drain loop reads under each of its names again after at
+# most two reads (block_ms each) and one sink write, far less than this.
 _PRUNE_IDLE_MS = 10 * 60 * 1000
 
 
@@ -41,6 +43,14 @@ class LedgerDrainer:
     ``linger`` seconds so that entries gather, because each batch costs one
     sink transaction (an fsync for SQLite). After an error the loop waits
     ``retry_delay`` seconds, doubling up to ``max_retry_delay``.
+
+    The loop reads the next batch while the sink commits the previous one.
+    The two batches are read under two consumer names (``consumers``), the
+    given one and the same with ``/2`` appended. A read returns the
+    consumer's own pending entries first, so under a single name it would
+    return the batch still being written. Each name reads again only after
+    its previous batch has been committed and acknowledged, or has failed
+    and stays pending for that name's next read.
     """
 
     def __init__(
@@ -63,12 +73,15 @@ class LedgerDrainer:
         self.backend = backend
         self.sink = sink
         self.consumer = consumer
+        self.consumers = (consumer, f"{consumer}/2")
         self.batch = batch
         self.block_ms = block_ms
         self.linger = linger
         self._retry_delay = retry_delay
         self._max_retry_delay = max_retry_delay
         self._task: asyncio.Task[None] | None = None
+        # The loop's batch being written and acknowledged, if any.
+        self._write_task: asyncio.Task[int] | None = None
         self._stopping = asyncio.Event()
         # Calls for one consumer take turns: concurrent ones would each read
         # the same pending entries and write them twice.
@@ -116,16 +129,30 @@ class LedgerDrainer:
         """Move one batch to the sink and acknowledge it.
 
         Returns the number of entries acknowledged, 0 when none were readable
-        within ``block_ms`` (0 does not wait). While the loop runs, a call
-        first waits for the loop's current batch, which may take ``block_ms``.
+        under either consumer name within ``block_ms`` (0 does not wait).
+        While the loop runs, a call first waits for the loop's current read
+        and write, and the read may take ``block_ms``.
         """
         async with self._drain_lock:
-            return await self._drain_batch(block_ms)
-
-    async def _drain_batch(self, block_ms: int) -> int:
-        entries = await self.backend.read_ledger(self.consumer, self.batch, block_ms)
-        if not entries:
+            write = self._write_task
+            if write is not None:
+                # A read of that batch's consumer name would return the batch
+                # again. The loop handles the write's outcome.
+                await asyncio.wait({write})
+            for index, consumer in enumerate(self.consumers):
+                last = index == len(self.consumers) - 1
+                entries = await self.backend.read_ledger(
+                    consumer, self.batch, block_ms if last else 0
+                )
+                if entries:
+                    return await self._write_and_ack(entries)
             return 0
+
+    async def _write_and_ack(self, entries: Sequence[LedgerEntry]) -> int:
+        """Write entries to the sink, then acknowledge them.
+
+        Returns the number of entries.
+        """
         entry_ids = [entry.entry_id for entry in entries]
 
         try:
@@ -163,24 +190,69 @@ class LedgerDrainer:
     async def _run(self) -> None:
         await self._prune_consumers()
         delay = self._retry_delay
-        while not self._stopping.is_set():
-            try:
-                moved = await self.drain_once(block_ms=self.block_ms)
-            except Exception as exc:
-                # Any failure of the sink or the back end: the entries stay in
-                # the stream, so waiting and reading again loses nothing.
-                log.warning(
-                    "ledger_drain_retrying",
-                    consumer=self.consumer,
-                    retry_in_seconds=delay,
-                    error=repr(exc),
-                )
-                await self._sleep_unless_stopping(delay)
-                delay = min(delay * 2, self._max_retry_delay)
-            else:
+        lane = 0
+        try:
+            while not self._stopping.is_set():
+                try:
+                    read = await self._read_while_writing(self.consumers[lane])
+                except Exception as exc:
+                    # After any failure of the sink or the back end the entries
+                    # stay pending, so waiting and reading again loses nothing.
+                    log.warning(
+                        "ledger_drain_retrying",
+                        consumer=self.consumer,
+                        retry_in_seconds=delay,
+                        error=repr(exc),
+                    )
+                    await self._sleep_unless_stopping(delay)
+                    delay = min(delay * 2, self._max_retry_delay)
+                    continue
                 delay = self._retry_delay
-                if 0 < moved < self.batch:
+                lane = 1 - lane
+                if 0 < read < self.batch:
                     await self._sleep_unless_stopping(self.linger)
+        finally:
+            await self._finish_loop_write()
+
+    async def _read_while_writing(self, consumer: str) -> int:
+        """Read a batch for ``consumer`` while the previous batch is written,
+        then start writing the new one. Returns the number of entries read.
+
+        Raises the error of the read or of the previous batch's write. In
+        that case the entries just read are not written, and they stay
+        pending for ``consumer``, whose next read returns them first.
+        """
+        async with self._drain_lock:
+            entries = await self.backend.read_ledger(
+                consumer, self.batch, self.block_ms
+            )
+            previous = self._write_task
+            if previous is not None:
+                self._write_task = None
+                await previous
+            if entries:
+                self._write_task = asyncio.create_task(self._write_and_ack(entries))
+                self._write_task.add_done_callback(_retrieve_exception)
+            return len(entries)
+
+    async def _finish_loop_write(self) -> None:
+        """Wait for the loop's last batch; log its error instead of raising."""
+        write = self._write_task
+        if write is None:
+            return
+        try:
+            await write
+        except Exception as exc:
+            # _write_and_ack has logged the error with the entry ids. The
+            # entries stay pending for the final drain or the next start.
+            log.warning(
+                "ledger_drain_last_batch_failed",
+                consumer=self.consumer,
+                error=repr(exc),
+            )
+        finally:
+            if self._write_task is write:
+                self._write_task = None
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -194,8 +266,9 @@ class LedgerDrainer:
         self._stopping.set()
 
         # The loop notices the flag after its current read, which blocks for
-        # at most block_ms. Past that (a slow sink write), cancel it: an
-        # unacknowledged batch is delivered again to the final drain.
+        # at most block_ms, and then waits for its last write. Past that, as
+        # with a slow sink write, cancel both, because an unacknowledged
+        # batch is delivered again to the final drain.
         try:
             _done, pending = await asyncio.wait(
                 {task}, timeout=self.block_ms / 1000 + 1
@@ -204,6 +277,9 @@ class LedgerDrainer:
             task.cancel()
             raise
         if pending:
+            write = self._write_task
+            if write is not None:
+                write.cancel()
             task.cancel()
             await asyncio.wait({task})
         if not task.cancelled() and task.exception() is not None:
@@ -221,3 +297,13 @@ class LedgerDrainer:
             entry_ids=entry_ids[:_MAX_LOGGED_IDS],
             error=repr(exc),
         )
+
+
+def _retrieve_exception(task: asyncio.Task[int]) -> None:
+    """Mark a write's error as retrieved, so that asyncio does not report it
+    for a write that a stopped loop no longer awaits.
+
+    ``_write_and_ack`` has logged the error already.
+    """
+    if not task.cancelled():
+        task.exception()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -47,17 +48,41 @@ def _create_table_sql(table: str) -> str:
     return f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(columns)})"
 
 
-def _insert_sql(table: str) -> str:
-    """Build an INSERT of one array parameter per column, unnested into rows.
+def _staging_columns() -> str:
+    columns = [
+        f"{column.name} {_SQL_TYPES[column.python_type]}" for column in RECORD_COLUMNS
+    ]
+    columns.append("day text")
+    return ", ".join(columns)
 
-    One statement for the whole batch, and its status line gives the number
-    of rows inserted, which ``executemany`` does not.
+
+# A batch is copied into a temporary table with COPY, PostgreSQL's bulk-load
+# command, then moved into the ledger table by one INSERT ... SELECT,
+# because COPY has no ON CONFLICT. The table lives in the session's own
+# schema (pg_temp) and is emptied at each commit. Its name carries a digest
+# of its columns, so that a server session that still has the table of
+# another llmgw version never uses it.
+_STAGING_COLUMNS = _staging_columns()
+_STAGING_TABLE = (
+    "llmgw_ledger_staging_" + hashlib.sha256(_STAGING_COLUMNS.encode()).hexdigest()[:12]
+)
+_CREATE_STAGING_SQL = (
+    f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGING_TABLE} "
+    f"({_STAGING_COLUMNS}) ON COMMIT DELETE ROWS"
+)
+
+
+def _insert_from_staging_sql(table: str) -> str:
+    """Build the INSERT that moves the staged rows, skipping stored request ids.
+
+    Its status line gives the number of rows inserted. A request id twice in
+    one batch is inserted once, because DO NOTHING also skips a row that
+    conflicts with one inserted earlier by the same statement.
     """
-    types = [_SQL_TYPES[column.python_type] for column in RECORD_COLUMNS] + ["text"]
-    arrays = ", ".join(f"${i}::{sql_type}[]" for i, sql_type in enumerate(types, 1))
+    columns = ", ".join(COLUMN_NAMES)
     return (
-        f"INSERT INTO {table} ({', '.join(COLUMN_NAMES)}) "
-        f"SELECT * FROM unnest({arrays}) "
+        f"INSERT INTO {table} ({columns}) "
+        f"SELECT {columns} FROM pg_temp.{_STAGING_TABLE} "
         "ON CONFLICT (request_id) DO NOTHING"
     )
 
@@ -95,7 +120,7 @@ class PostgresSink:
         self._max_size = max_size
         self._command_timeout = command_timeout
         self._pool: Any = None
-        self._insert_sql = _insert_sql(table)
+        self._insert_sql = _insert_from_staging_sql(table)
 
     def __repr__(self) -> str:
         return f"PostgresSink(table={self._table!r})"
@@ -119,10 +144,19 @@ class PostgresSink:
         if not records:
             return 0
         rows = [record_row(record) for record in records]
-        columns = [list(values) for values in zip(*rows, strict=True)]
         with _translate_errors("write"):
             async with self._require_pool().acquire() as conn, conn.transaction():
-                status: str = await conn.execute(self._insert_sql, *columns)
+                # Created in each transaction, not once per connection, so a
+                # write never relies on session state from an earlier one
+                # (which a pooler in transaction mode does not keep).
+                await conn.execute(_CREATE_STAGING_SQL)
+                await conn.copy_records_to_table(
+                    _STAGING_TABLE,
+                    records=rows,
+                    columns=COLUMN_NAMES,
+                    schema_name="pg_temp",
+                )
+                status: str = await conn.execute(self._insert_sql)
         # The status is "INSERT 0 <rows inserted>".
         return int(status.rsplit(" ", 1)[1])
 
@@ -175,6 +209,16 @@ class PostgresSink:
                 "SELECT pg_advisory_xact_lock(hashtext($1))", self._table
             )
             await conn.execute(_create_table_sql(self._table))
+            # Tables created before the record had cost_usd and
+            # cache_write_tokens lack those columns.
+            await conn.execute(
+                f"ALTER TABLE {self._table} ADD COLUMN IF NOT EXISTS "
+                "cost_usd double precision NOT NULL DEFAULT 0"
+            )
+            await conn.execute(
+                f"ALTER TABLE {self._table} ADD COLUMN IF NOT EXISTS "
+                "cache_write_tokens bigint NOT NULL DEFAULT 0"
+            )
             await conn.execute(
                 f"CREATE INDEX IF NOT EXISTS {self._table}_ts ON {self._table} (ts)"
             )
