@@ -1,7 +1,8 @@
 """A closed-loop HTTP load generator for the benchmark, loopback only.
 
-``--concurrency`` workers share one aiohttp session. Each sends a chat
-completion request, reads the whole response, checks it and sends the next,
+``--concurrency`` workers share one aiohttp session. Each sends the chat
+completion request in ``--body-file``, reads the whole response, checks it
+and sends the next,
 until ``--warmup`` plus ``--seconds`` have passed since the start. Requests
 that start during the warm-up are counted as sent but left out of the
 figures. A request counts as an error when it fails at the transport level,
@@ -10,7 +11,10 @@ gets a status other than 200, or returns an incomplete body: JSON without
 
 The result is one JSON object on stdout (see ``Tally.summary``).
 
-Usage: ``python benchmarks/loadgen.py --url URL [--stream] [options]``
+run.py uses it for the throughput figures when wrk is not installed.
+
+Usage: ``python benchmarks/loadgen.py --url URL --body-file FILE [--stream]
+[--header "Name: value"] [options]``
 """
 
 from __future__ import annotations
@@ -21,13 +25,12 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from pathlib import Path
 
 import aiohttp
 import orjson
-from common import new_event_loop
+from common import is_loopback_url, new_event_loop, percentile
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 # A single request that takes longer than this counts as an error.
 REQUEST_TIMEOUT_SECONDS = 10.0
 STREAM_END = b"data: [DONE]\n\n"
@@ -75,6 +78,7 @@ class Tally:
         fields, ``rps`` and the percentiles cover only the measured window.
         """
         elapsed = max(self.last_finish - measure_from, 1e-9)
+        ordered = sorted(self.latencies)
         return {
             "sent": self.sent,
             "ok": self.ok,
@@ -83,18 +87,9 @@ class Tally:
             "measured_errors": self.measured_errors,
             "elapsed_seconds": elapsed,
             "rps": self.measured_ok / elapsed,
-            "p50_ms": percentile(self.latencies, 0.50) * 1000,
-            "p99_ms": percentile(self.latencies, 0.99) * 1000,
+            "p50_ms": percentile(ordered, 0.50) * 1000,
+            "p99_ms": percentile(ordered, 0.99) * 1000,
         }
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    """Return the nearest-rank percentile of ``values``, or 0.0 when empty."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))
-    return ordered[index]
 
 
 def check_body(body: bytes, stream: bool) -> str | None:
@@ -156,20 +151,13 @@ async def run_load(
 
 
 def build_spec(args: argparse.Namespace) -> RequestSpec:
-    body = {
-        "model": args.model,
-        "messages": [
-            {"role": "system", "content": "You are a concise assistant."},
-            {"role": "user", "content": "Write one sentence about the sea."},
-        ],
-        "max_tokens": 64,
-        "stream": args.stream,
-    }
-    headers = {
-        "Content-Type": "application/json",
-        "Authorization": f"Bearer {args.key}",
-    }
-    return RequestSpec(args.url, headers, orjson.dumps(body), args.stream)
+    headers = {"Content-Type": "application/json"}
+    for header in args.header:
+        name, separator, value = header.partition(":")
+        if not separator or not name.strip():
+            raise SystemExit(f"invalid --header {header!r}: expected 'Name: value'")
+        headers[name.strip()] = value.strip()
+    return RequestSpec(args.url, headers, args.body_file.read_bytes(), args.stream)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -177,9 +165,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--url", required=True, help="chat completions URL on a loopback address"
     )
-    parser.add_argument("--key", default="none", help="bearer key sent with requests")
-    parser.add_argument("--model", default="gpt-4o-mini", help="model name to request")
-    parser.add_argument("--stream", action="store_true", help="send streaming requests")
+    parser.add_argument(
+        "--body-file", type=Path, required=True, help="file with the request body"
+    )
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        help="extra request header, 'Name: value'; repeatable",
+    )
+    parser.add_argument(
+        "--stream", action="store_true", help="check responses as event streams"
+    )
     parser.add_argument(
         "--concurrency", type=int, default=32, help="requests in flight (1 to 1024)"
     )
@@ -187,16 +184,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--warmup", type=float, default=2.0, help="warm-up seconds, not measured"
     )
     parser.add_argument(
-        "--seconds", type=float, default=10.0, help="measured seconds (1 to 300)"
+        "--seconds", type=float, default=10.0, help="measured seconds (0.1 to 300)"
     )
     args = parser.parse_args(argv)
-    host = urlsplit(args.url).hostname
-    if host not in LOOPBACK_HOSTS:
-        parser.error(f"invalid --url host {host!r}: expected a loopback address")
+    if not is_loopback_url(args.url):
+        parser.error(f"invalid --url {args.url!r}: expected a loopback address")
     if not 1 <= args.concurrency <= 1024:
         parser.error(f"invalid --concurrency {args.concurrency}: expected 1 to 1024")
-    if not 1 <= args.seconds <= 300:
-        parser.error(f"invalid --seconds {args.seconds}: expected 1 to 300")
+    if not 0.1 <= args.seconds <= 300:
+        parser.error(f"invalid --seconds {args.seconds}: expected 0.1 to 300")
     if not 0 <= args.warmup <= 60:
         parser.error(f"invalid --warmup {args.warmup}: expected 0 to 60")
     return args

@@ -1,469 +1,564 @@
-"""Benchmark llmgw side by side with a bare aiohttp pass-through proxy.
+"""Benchmark llmgw side by side with other gateways, in one run on one machine.
 
-Every process listens on 127.0.0.1 only. The script starts an instant mock
-upstream (``mock_upstream.py``), then one target at a time: the mock itself,
-the pass-through proxy (``passthrough.py``), ``llmgw serve`` with the embedded
-back end and ``llmgw serve`` with Redis. A load generator in its own process
-(``loadgen.py``) drives each target with non-streaming, then streaming
-requests. The script prints a table, the ratios of llmgw to the pass-through,
-and for each llmgw run whether the SQLite ledger contains one row per request
-sent. It stops every process it started and removes its temporary folder and
-its Redis keys.
+Every target gets the same load from the same generators, against the same
+mock upstreams, all on 127.0.0.1:
 
-Usage: ``.venv/bin/python benchmarks/run.py [--seconds N] [--concurrency C]``
+- throughput: closed loop, ``--connections`` in flight for ``--seconds``
+  (wrk), against the instant mock;
+- latency: open loop at each of ``--rates`` requests per second, against the
+  mock that responds after ``--delay-ms``; figures are minus the direct run;
+- streaming: open loop at ``--stream-rate`` streams per second against the
+  mock that streams ``--chunks`` chunks ``--chunk-interval-ms`` apart: time
+  to first and last token minus the direct run, and the gaps between chunks.
+
+The targets are the mock itself (direct), a bare aiohttp pass-through,
+``llmgw serve`` with governance on (1 and 2 workers), nginx, LiteLLM and
+Portkey. A target that is not installed is skipped with the reason. The
+sections memory, redis_trips, ledger_drain and token_count run the
+single-measurement scripts of the same names. The script prints tables and
+goals and writes every figure to a JSON file.
+
+Usage: ``.venv/bin/python benchmarks/run.py [--only SECTIONS] [--skip SECTIONS]
+[--targets NAMES] [--json PATH]``
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import secrets
 import shutil
-import signal
-import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+import orjson
 import redis
+from drivers import ClosedLoop, run_closed_loop, run_open_loop
+from environment import describe_machine
+from extras import EXTRA_SECTIONS, run_extra_section, section_goals
+from payloads import chat_request
+from report import (
+    evaluate_goals,
+    format_goals,
+    format_latency,
+    format_streaming,
+    format_throughput,
+    latency_figures,
+    streaming_figures,
+    throughput_figures,
+)
+from targets import (
+    REDIS_URL,
+    TARGET_NAMES,
+    TARGETS,
+    Running,
+    Target,
+    Workspace,
+    count_ledger_rows,
+)
+from upstreams import MockSettings, Upstreams, mock_upstreams
 
 BENCH_DIR = Path(__file__).resolve().parent
-HOST = "127.0.0.1"
-REDIS_URL = "redis://127.0.0.1:6379/13"
-MODEL = "gpt-4o-mini"
-STARTUP_TIMEOUT_SECONDS = 30.0
-# llmgw waits up to server.shutdown_timeout (30 s by default) for in-flight
-# requests, then drains the ledger, so allow more than that.
-STOP_TIMEOUT_SECONDS = 60.0
-MODES = ("non-stream", "stream")
-PASSTHROUGH = "pass-through"
-LLMGW_TARGETS = ("llmgw embedded", "llmgw redis")
+CORE_SECTIONS = ("throughput", "latency", "streaming")
+# The mock upstream that each core section loads through the target.
+SECTION_MOCKS = {"throughput": "instant", "latency": "delay", "streaming": "stream"}
+SECTIONS = CORE_SECTIONS + tuple(EXTRA_SECTIONS)
 
 
 @dataclass(frozen=True)
 class Options:
     seconds: float
-    concurrency: int
     warmup: float
+    connections: int
+    wrk_threads: int
+    use_wrk: bool
+    rates: tuple[float, ...]
+    stream_rate: float
+    chunks: int
+    chunk_interval_ms: float
+    delay_ms: float
+    targets: tuple[str, ...]
+    sections: tuple[str, ...]
+    use_nginx_mock: bool
+    json_path: Path
+    keep_workdir: bool
 
 
-@dataclass
-class TargetResult:
-    """Load results of one target by mode, and its ledger check if any."""
+class Run:
+    """The results of one harness run and the problems found on the way.
 
-    name: str
-    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    ledger_note: str | None = None
-    failure: str | None = None
-
-
-@dataclass
-class Server:
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    log_file: IO[bytes]
-
-
-def free_port() -> int:
-    """Return a TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def start_server(name: str, command: list[str], workdir: Path) -> Server:
-    """Start ``command`` with its stdout and stderr in a log file in ``workdir``."""
-    log_path = workdir / f"{name.replace(' ', '-')}.log"
-    log_file = log_path.open("wb")
-    process = subprocess.Popen(
-        command, stdout=log_file, stderr=subprocess.STDOUT, cwd=workdir
-    )
-    return Server(name, process, log_path, log_file)
-
-
-def log_tail(server: Server, lines: int = 15) -> str:
-    text = server.log_path.read_text(errors="replace").splitlines()
-    return "\n".join(text[-lines:])
-
-
-def wait_ready(server: Server, url: str) -> None:
-    """Poll ``url`` until it returns 200.
-
-    Raise RuntimeError if the server exits first or the startup timeout passes.
+    A problem makes the run's figures unusable: a target or generator that
+    failed, a ledger that does not match. Failed requests are figures of the
+    target (a target past its capacity times out), listed apart.
     """
-    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(
-                f"{server.name} exited with code {server.process.returncode} "
-                f"during startup. Last log lines:\n{log_tail(server)}"
-            )
-        try:
-            with urllib.request.urlopen(url, timeout=1.0) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(
-        f"{server.name} not ready at {url} after {STARTUP_TIMEOUT_SECONDS} s"
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.results: dict[str, Any] = {
+            "throughput": {},
+            "latency": {_rate_key(rate): {} for rate in options.rates},
+            "streaming": {},
+            "ledger": [],
+            "sections": {},
+            "targets": {},
+        }
+        self.problems: list[str] = []
+        self.failed_requests: list[str] = []
+
+    def problem(self, text: str) -> None:
+        print(f"  PROBLEM: {text}", flush=True)
+        self.problems.append(text)
+
+
+def _rate_key(rate: float) -> str:
+    return f"{rate:g}"
+
+
+def _list_option(text: str, allowed: tuple[str, ...], option: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in allowed]
+    if unknown:
+        invalid = ", ".join(unknown)
+        expected = ", ".join(allowed)
+        raise argparse.ArgumentTypeError(
+            f"invalid {option} {invalid}: expected some of {expected}"
+        )
+    return names
+
+
+def body_file(space: Workspace, model: str, stream: bool) -> Path:
+    """Return the file with the request body for ``model``, writing it once."""
+    path = space.workdir / f"body-{model}{'-stream' if stream else ''}.json"
+    if not path.exists():
+        path.write_bytes(chat_request(model, stream))
+    return path
+
+
+def load_section(
+    run: Run, section: str, running: Running, space: Workspace
+) -> list[dict[str, Any]]:
+    """Run one section's loads on a started target; return their results."""
+    options = run.options
+    endpoint = running.endpoints[SECTION_MOCKS[section]]
+    if section == "throughput":
+        closed = ClosedLoop(
+            options.connections,
+            options.seconds,
+            options.warmup,
+            options.wrk_threads,
+            options.use_wrk,
+        )
+        body = body_file(space, endpoint.model, stream=False)
+        return [run_closed_loop(endpoint, body, closed)]
+    if section == "latency":
+        body = body_file(space, endpoint.model, stream=False)
+        return [
+            run_open_loop(endpoint, body, rate, options.seconds, options.warmup)
+            for rate in options.rates
+        ]
+    body = body_file(space, endpoint.model, stream=True)
+    result = run_open_loop(
+        endpoint,
+        body,
+        options.stream_rate,
+        options.seconds,
+        options.warmup,
+        expect_chunks=options.chunks,
     )
+    return [result]
 
 
-def stop_server(server: Server) -> int | None:
-    """Stop the server with SIGTERM (SIGKILL after the timeout); return its code."""
-    if server.process.poll() is None:
-        server.process.send_signal(signal.SIGTERM)
+def store(run: Run, section: str, target: str, results: list[dict[str, Any]]) -> None:
+    """Keep each result and report its errors as problems."""
+    if section == "latency":
+        for rate, result in zip(run.options.rates, results, strict=True):
+            run.results["latency"][_rate_key(rate)][target] = result
+    else:
+        run.results[section][target] = results[0]
+    for result in results:
+        errors = {**result.get("warmup_errors", {}), **result.get("errors", {})}
+        if errors:
+            where = f"{target} {section}"
+            if section == "latency":
+                where += f" at {result['offered_rate']:g} req/s"
+            run.failed_requests.append(f"{where}: {errors}")
+            print(f"  failed requests: {errors}", flush=True)
+
+
+def check_ledger(
+    run: Run, target: str, ledger: Path, results: list[dict[str, Any]]
+) -> None:
+    """Compare the ledger's rows with the requests sent.
+
+    Every request that got a response needs exactly one row. A request
+    without one (cut when wrk stopped, timed out, refused) may have no row,
+    because it can end before llmgw's handler starts.
+    """
+    sent = sum(int(result["sent"]) for result in results)
+    cut = sum(
+        int(result.get("cut_at_end", 0)) + int(result.get("no_response", 0))
+        for result in results
+    )
+    try:
+        rows = count_ledger_rows(ledger)
+    except Exception as exc:  # sqlite3 or a missing file: reported, the run goes on
+        run.problem(f"{target}: cannot read the ledger {ledger}: {exc}")
+        return
+    ok = sent - cut <= rows <= sent
+    entry = {"target": target, "rows": rows, "sent": sent, "without_response": cut}
+    run.results["ledger"].append({**entry, "ok": ok})
+    counts = f"{rows} rows for {sent} requests sent"
+    if cut:
+        counts += f", {cut} of them without a response"
+    if ok:
+        print(f"  ledger OK: {counts}", flush=True)
+    else:
+        run.problem(f"{target}: ledger mismatch: {counts}")
+
+
+def run_sections(
+    run: Run, target: Target, running: Running, space: Workspace
+) -> list[dict[str, Any]]:
+    """Run every chosen core section on a started target; return all results."""
+    everything = []
+    for section in CORE_SECTIONS:
+        if section not in run.options.sections:
+            continue
+        print(f"  {section} ...", flush=True)
         try:
-            server.process.wait(timeout=STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            print(f"WARNING: {server.name} ignored SIGTERM; killing it", flush=True)
-            server.process.kill()
-            server.process.wait()
-    server.log_file.close()
-    return server.process.returncode
-
-
-@contextmanager
-def running(
-    name: str, command: list[str], workdir: Path, ready_url: str
-) -> Iterator[Server]:
-    """Run a server for the duration of the block; stop it on any exit."""
-    server = start_server(name, command, workdir)
-    try:
-        wait_ready(server, ready_url)
-        yield server
-    finally:
-        stop_server(server)
-
-
-def llmgw_command() -> list[str]:
-    """Return the ``llmgw`` entry point of the running interpreter's environment."""
-    script = Path(sys.executable).parent / "llmgw"
-    if not script.exists():
-        raise RuntimeError(f"llmgw not found at {script}: install llmgw in this venv")
-    return [str(script)]
-
-
-def llmgw_config(
-    port: int, upstream: str, ledger: Path, key: str, redis_prefix: str | None
-) -> str:
-    """Return a config whose key limits are checked on every request, never reached."""
-    redis_line = ""
-    if redis_prefix is not None:
-        redis_line = f"redis: {{url: '{REDIS_URL}', key_prefix: '{redis_prefix}'}}"
-    return f"""\
-server: {{listen: '{HOST}:{port}'}}
-{redis_line}
-ledger: {{sink: 'sqlite:///{ledger}'}}
-logging: {{level: info}}
-providers:
-  - name: mock
-    kind: openai-compatible
-    base_url: '{upstream}/v1'
-    api_key: sk-mock-upstream
-models:
-  - {{name: {MODEL}, provider: mock, upstream_model: mock-model}}
-keys:
-  - name: bench
-    key: {key}
-    limits: {{requests_per_minute: 1000000000, tokens_per_minute: 1000000000000}}
-policies: {{max_output_tokens: 256, max_input_tokens: 4000}}
-"""
-
-
-def count_ledger_rows(ledger: Path) -> int:
-    with sqlite3.connect(ledger) as connection:
-        row = connection.execute("SELECT COUNT(*) FROM llmgw_usage").fetchone()
-    return int(row[0])
-
-
-def check_ledger(ledger: Path, runs: dict[str, dict[str, Any]]) -> str:
-    """Compare the ledger row count with every request the generator sent."""
-    sent = sum(int(run["sent"]) for run in runs.values())
-    ok = sum(int(run["ok"]) for run in runs.values())
-    rows = count_ledger_rows(ledger)
-    counts = f"{rows} ledger rows, {sent} requests sent ({ok} ok, {sent - ok} failed)"
-    if rows == sent:
-        return f"ledger OK: {counts}"
-    return f"LEDGER MISMATCH ({rows - sent:+d}): {counts}"
-
-
-def delete_redis_keys(client: redis.Redis, prefix: str) -> int:
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-    if keys:
-        client.delete(*keys)
-    return len(keys)
-
-
-def run_load(url: str, key: str, stream: bool, options: Options) -> dict[str, Any]:
-    """Run the load generator once against ``url`` and return its result."""
-    command = [
-        sys.executable,
-        str(BENCH_DIR / "loadgen.py"),
-        f"--url={url}",
-        f"--key={key}",
-        f"--model={MODEL}",
-        f"--concurrency={options.concurrency}",
-        f"--warmup={options.warmup}",
-        f"--seconds={options.seconds}",
-    ]
-    if stream:
-        command.append("--stream")
-    # The generator stops by itself; the margin covers requests in flight.
-    limit = options.warmup + options.seconds + 60
-    completed = subprocess.run(command, capture_output=True, timeout=limit, check=False)
-    if completed.returncode != 0:
-        stderr = completed.stderr.decode(errors="replace")
-        raise RuntimeError(
-            f"load generator failed with exit code {completed.returncode}: {stderr}"
-        )
-    result: dict[str, Any] = json.loads(completed.stdout)
-    return result
-
-
-def drive(name: str, url: str, key: str, options: Options) -> TargetResult:
-    result = TargetResult(name)
-    for mode in MODES:
-        print(f"  {name}: {mode} ...", flush=True)
-        run = run_load(url, key, mode == "stream", options)
-        result.runs[mode] = run
-        if run["errors"]:
-            print(f"  ERRORS in {name} {mode}: {run['errors']}", flush=True)
-    return result
-
-
-@dataclass(frozen=True)
-class Context:
-    workdir: Path
-    upstream: str
-    key: str
-    options: Options
-    redis_prefix: str
-
-
-def bench_mock(context: Context) -> TargetResult:
-    url = f"{context.upstream}/v1/chat/completions"
-    return drive("mock (direct)", url, context.key, context.options)
-
-
-def bench_passthrough(context: Context) -> TargetResult:
-    port = free_port()
-    command = [
-        sys.executable,
-        str(BENCH_DIR / "passthrough.py"),
-        f"--port={port}",
-        f"--upstream={context.upstream}",
-    ]
-    base = f"http://{HOST}:{port}"
-    with running(PASSTHROUGH, command, context.workdir, f"{base}/healthz"):
-        return drive(
-            PASSTHROUGH, f"{base}/v1/chat/completions", context.key, context.options
-        )
-
-
-def bench_llmgw(context: Context, name: str, use_redis: bool) -> TargetResult:
-    """Benchmark one llmgw process, stop it, then check its ledger."""
-    slug = name.replace(" ", "-")
-    port = free_port()
-    ledger = context.workdir / f"{slug}.db"
-    config_path = context.workdir / f"{slug}.yaml"
-    prefix = context.redis_prefix if use_redis else None
-    config = llmgw_config(port, context.upstream, ledger, context.key, prefix)
-    config_path.write_text(config)
-
-    command = [*llmgw_command(), "serve", "--config", str(config_path)]
-    base = f"http://{HOST}:{port}"
-    server = start_server(name, command, context.workdir)
-    try:
-        wait_ready(server, f"{base}/readyz")
-        result = drive(
-            name, f"{base}/v1/chat/completions", context.key, context.options
-        )
-    finally:
-        code = stop_server(server)
-    if code != 0:
-        print(f"WARNING: {name} exited with code {code}:\n{log_tail(server)}")
-    result.ledger_note = check_ledger(ledger, result.runs)
-    return result
+            results = load_section(run, section, running, space)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            run.problem(f"{target.name} {section} failed: {exc}")
+            run.results["targets"][target.name]["failed"].append(section)
+            continue
+        store(run, section, target.name, results)
+        everything += results
+    return everything
 
 
 def run_target(
-    label: str, bench: Callable[[Context], TargetResult], context: Context
-) -> TargetResult:
-    """Run one benchmark, or report its failure so the other targets still run."""
-    print(f"{label} ...", flush=True)
+    run: Run, target: Target, upstreams: Upstreams, space: Workspace
+) -> None:
+    """Start one target, run the core sections on it, stop it, check its ledger."""
+    print(f"{target.name}: {target.description}", flush=True)
+    started = time.monotonic()
     try:
-        result = bench(context)
-    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-        print(f"FAILED: {label}: {exc}", flush=True)
-        return TargetResult(label, failure=str(exc))
-    return result
-
-
-def format_table(results: list[TargetResult]) -> str:
-    header = f"{'target':<16} {'mode':<10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
-    lines = [header + f" {'errors':>7}", "-" * (len(header) + 8)]
-    for result in results:
-        if result.failure is not None:
-            lines.append(f"{result.name:<16} FAILED: {result.failure.splitlines()[0]}")
-            continue
-        for mode, run in result.runs.items():
-            errors = int(run["measured_errors"])
-            lines.append(
-                f"{result.name:<16} {mode:<10} {run['rps']:>9.0f} "
-                f"{run['p50_ms']:>8.2f} {run['p99_ms']:>8.2f} {errors:>7d}"
+        with target.launch(upstreams, space) as running:
+            run.results["targets"][target.name]["startup_seconds"] = round(
+                running.startup_seconds, 2
             )
-    return "\n".join(lines)
+            results = run_sections(run, target, running, space)
+    except (RuntimeError, OSError, subprocess.SubprocessError, ValueError) as exc:
+        run.problem(f"{target.name} failed: {exc}")
+        run.results["targets"][target.name]["failed"].append("start")
+        return
+    for note in running.notes:
+        run.problem(note)
+    if running.ledger is not None:
+        check_ledger(run, target.name, running.ledger, results)
+    print(f"  done in {time.monotonic() - started:.1f} s", flush=True)
 
 
-def format_ratios(results: list[TargetResult]) -> str:
-    """Return llmgw's throughput and p50 latency relative to the pass-through."""
-    by_name = {result.name: result for result in results if result.failure is None}
-    baseline = by_name.get(PASSTHROUGH)
-    if baseline is None:
-        return "No ratios: the pass-through run failed."
-    lines = ["Ratios against the pass-through (req/s ratio, p50 latency ratio):"]
-    for name in LLMGW_TARGETS:
-        target = by_name.get(name)
-        if target is None:
+def run_core_sections(run: Run, space: Workspace, targets: list[Target]) -> None:
+    options = run.options
+    settings = MockSettings(options.delay_ms, options.chunks, options.chunk_interval_ms)
+    with mock_upstreams(space.workdir, settings, options.use_nginx_mock) as upstreams:
+        run.results["mock"] = {"kind": upstreams.kind, "note": upstreams.note}
+        print(f"mock upstreams: {upstreams.note}", flush=True)
+        for target in targets:
+            run_target(run, target, upstreams, space)
+
+
+def select_targets(run: Run) -> list[Target]:
+    """Return the chosen targets that can run; record the others as skipped."""
+    ready = []
+    for target in TARGETS:
+        if target.name not in run.options.targets:
             continue
-        for mode in MODES:
-            ours, base = target.runs[mode], baseline.runs[mode]
-            rps_ratio = ours["rps"] / base["rps"] if base["rps"] else float("nan")
-            p50_ratio = ours["p50_ms"] / base["p50_ms"] if base["p50_ms"] else 0.0
-            lines.append(
-                f"  {name} / {PASSTHROUGH}, {mode}: "
-                f"req/s x{rps_ratio:.2f}, p50 x{p50_ratio:.2f}"
-            )
-    if len(lines) == 1:
-        lines.append("  none: no llmgw run finished")
-    return "\n".join(lines)
+        reason = target.unavailable()
+        run.results["targets"][target.name] = {
+            "description": target.description,
+            "skipped": reason,
+            "failed": [],
+        }
+        if reason is None:
+            ready.append(target)
+        else:
+            print(f"skipping {target.name}: {reason}", flush=True)
+    return ready
 
 
-def format_problems(results: list[TargetResult]) -> list[str]:
-    problems = []
-    for result in results:
-        if result.failure is not None:
-            problems.append(f"{result.name} failed to run")
-        for mode, run in result.runs.items():
-            if run["errors"]:
-                problems.append(f"{result.name} {mode}: errors {run['errors']}")
-        if result.ledger_note and not result.ledger_note.startswith("ledger OK"):
-            problems.append(f"{result.name}: {result.ledger_note}")
-    return problems
-
-
-def print_report(results: list[TargetResult], options: Options) -> bool:
-    """Print the figures and return False when any run had errors or a mismatch."""
-    print()
-    print(
-        f"{options.concurrency} concurrent requests, {options.warmup:g} s warm-up, "
-        f"{options.seconds:g} s measured per mode, {os.cpu_count()} CPUs"
+def derive(run: Run) -> None:
+    results = run.results
+    figures = throughput_figures(results["throughput"])
+    figures.update(latency_figures(results["latency"]))
+    figures.update(
+        streaming_figures(results["streaming"], run.options.chunk_interval_ms)
     )
-    print(format_table(results))
+    results["figures"] = figures
+    results["goals"] = evaluate_goals(figures)
+    for section, result in results["sections"].items():
+        results["goals"] += section_goals(section, result)
+
+
+def delete_redis_keys(prefix: str) -> None:
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        print(f"Deleted {len(keys)} Redis keys under {prefix!r} in database 13")
+    except redis.exceptions.RedisError as exc:
+        print(f"WARNING: could not delete Redis keys under {prefix!r}: {exc}")
+    finally:
+        client.close()
+
+
+def execute(run: Run) -> None:
+    options = run.options
+    workdir = Path(tempfile.mkdtemp(prefix="llmgw-bench-"))
+    # nginx workers run as nobody when started as root and need to reach
+    # their temporary folders inside.
+    workdir.chmod(0o711)
+    space = Workspace(
+        workdir=workdir,
+        key=f"sk-bench-{secrets.token_hex(16)}",
+        redis_prefix=f"llmgw-bench-{secrets.token_hex(4)}:",
+    )
+    try:
+        targets = select_targets(run)
+        if any(section in options.sections for section in CORE_SECTIONS):
+            run_core_sections(run, space, targets)
+        for section in EXTRA_SECTIONS:
+            if section in options.sections:
+                run.results["sections"][section] = run_extra_section(
+                    section, run.problem
+                )
+    finally:
+        if options.keep_workdir:
+            print(f"Kept the working folder {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+        if any(section in options.sections for section in CORE_SECTIONS):
+            delete_redis_keys(space.redis_prefix)
+
+
+def print_report(run: Run) -> None:
+    results = run.results
+    options = run.options
+    sections = options.sections
     print()
-    print(format_ratios(results))
-    print()
-    for result in results:
-        if result.ledger_note:
-            print(f"{result.name}: {result.ledger_note}")
-    problems = format_problems(results)
-    if problems:
-        print()
+    print(results["meta"]["summary"])
+    if "throughput" in sections:
+        print(
+            f"\nThroughput: closed loop, {options.connections} connections, "
+            f"{options.seconds:g} s measured after {options.warmup:g} s warm-up, "
+            "instant mock"
+        )
+        print(format_throughput(results))
+    for rate in options.rates if "latency" in sections else ():
+        print(
+            f"\nLatency: open loop at {rate:g} req/s for {options.seconds:g} s, "
+            f"mock responds after {options.delay_ms:g} ms; + is minus direct, in ms"
+        )
+        print(format_latency(results, _rate_key(rate)))
+    if "streaming" in sections:
+        print(
+            f"\nStreaming: open loop at {options.stream_rate:g} streams/s, "
+            f"{options.chunks} chunks {options.chunk_interval_ms:g} ms apart; "
+            "times in ms from the scheduled start, + is minus direct"
+        )
+        print(format_streaming(results, options.chunk_interval_ms))
+    for name, section in results["sections"].items():
+        print(f"\n{name}:\n{section.get('report', '')}")
+    print("\nGoals (targets to compare with, not test assertions):")
+    print(format_goals(results["goals"]))
+    for name, target in results["targets"].items():
+        if target["skipped"]:
+            print(f"skipped {name}: {target['skipped']}")
+    if run.failed_requests:
+        print("\nFailed requests (errors of the targets, not of the harness):")
+        for failed in run.failed_requests:
+            print(f"  - {failed}")
+    if run.problems:
+        print("\n" + "!" * 72)
+        print("THIS RUN HAD PROBLEMS; its figures are not comparable:")
+        for problem in run.problems:
+            print(f"  - {problem.splitlines()[0]}")
         print("!" * 72)
-        print("THIS RUN HAD ERRORS; its figures are not comparable:")
-        for problem in problems:
-            print(f"  - {problem}")
-        print("!" * 72)
-    return not problems
+
+
+def write_json(run: Run) -> None:
+    run.results["problems"] = run.problems
+    run.results["failed_requests"] = run.failed_requests
+    path = run.options.json_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(run.results, option=orjson.OPT_INDENT_2))
+    print(f"\nWrote {path}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add = parser.add_argument
+    add(
+        "--seconds",
+        type=float,
+        default=10.0,
+        help="measured seconds of each load run (default 10)",
+    )
+    add(
+        "--warmup",
+        type=float,
+        default=2.0,
+        help="warm-up seconds before each load run, not measured (default 2)",
+    )
+    add(
+        "--connections",
+        type=int,
+        default=32,
+        help="connections of the closed-loop throughput runs (default 32)",
+    )
+    add("--wrk-threads", type=int, default=1, help="wrk threads (default 1)")
+    add(
+        "--python-loadgen",
+        action="store_true",
+        help="measure throughput with loadgen.py even when wrk is installed",
+    )
+    add(
+        "--rates",
+        default="200,1000",
+        help="open-loop request rates per second, comma-separated (default 200,1000)",
+    )
+    add(
+        "--stream-rate",
+        type=float,
+        default=50.0,
+        help="streams started per second in the streaming runs (default 50)",
+    )
+    add("--chunks", type=int, default=50, help="content chunks per stream (default 50)")
+    add(
+        "--chunk-interval-ms",
+        type=float,
+        default=10.0,
+        help="milliseconds between stream chunks (default 10)",
+    )
+    add(
+        "--delay-ms",
+        type=float,
+        default=20.0,
+        help="delay of the mock used by the latency runs, in ms (default 20)",
+    )
+    add(
+        "--targets",
+        default=",".join(TARGET_NAMES),
+        help=f"targets to run, comma-separated (default: {','.join(TARGET_NAMES)})",
+    )
+    add("--only", help=f"sections to run, comma-separated, from {','.join(SECTIONS)}")
+    add("--skip", help="sections to leave out, comma-separated")
+    add(
+        "--python-mock",
+        action="store_true",
+        help="use the Python mock upstream even when nginx is installed",
+    )
+    add(
+        "--json",
+        type=Path,
+        help="JSON results file (default benchmarks/results/run-TIME.json)",
+    )
+    add(
+        "--keep-workdir",
+        action="store_true",
+        help="keep the temporary folder with configs and logs",
+    )
+    return parser
 
 
 def parse_args(argv: list[str]) -> Options:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--seconds", type=float, default=10.0, help="measured seconds per run (1-300)"
-    )
-    parser.add_argument(
-        "--concurrency", type=int, default=32, help="requests in flight (1-1024)"
-    )
-    parser.add_argument(
-        "--warmup", type=float, default=2.0, help="warm-up seconds before each run"
-    )
+    parser = build_parser()
     args = parser.parse_args(argv)
-    if not 1 <= args.seconds <= 300:
-        parser.error(f"invalid --seconds {args.seconds}: expected 1 to 300")
-    if not 1 <= args.concurrency <= 1024:
-        parser.error(f"invalid --concurrency {args.concurrency}: expected 1 to 1024")
-    if not 0 <= args.warmup <= 60:
-        parser.error(f"invalid --warmup {args.warmup}: expected 0 to 60")
-    return Options(args.seconds, args.concurrency, args.warmup)
-
-
-def redis_available(client: redis.Redis) -> bool:
     try:
-        client.ping()
-    except redis.exceptions.RedisError as exc:
-        print(f"WARNING: Redis at {REDIS_URL} unavailable ({exc}); skipping it")
-        return False
-    return True
-
-
-def run_all(context: Context, client: redis.Redis) -> list[TargetResult]:
-    port = int(context.upstream.rsplit(":", 1)[1])
-    mock_command = [
-        sys.executable,
-        str(BENCH_DIR / "mock_upstream.py"),
-        f"--port={port}",
+        targets = _list_option(args.targets, TARGET_NAMES, "--targets")
+        only = _list_option(args.only, SECTIONS, "--only") if args.only else SECTIONS
+        skip = _list_option(args.skip, SECTIONS, "--skip") if args.skip else ()
+        rates = tuple(float(rate) for rate in args.rates.split(","))
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        parser.error(str(exc))
+    checks = [
+        (
+            0.5 <= args.seconds <= 600,
+            f"invalid --seconds {args.seconds}: expected 0.5 to 600",
+        ),
+        (0 <= args.warmup <= 120, f"invalid --warmup {args.warmup}: expected 0 to 120"),
+        (
+            1 <= args.connections <= 1024,
+            f"invalid --connections {args.connections}: expected 1 to 1024",
+        ),
+        (
+            1 <= args.wrk_threads <= 64,
+            f"invalid --wrk-threads {args.wrk_threads}: expected 1 to 64",
+        ),
+        (
+            all(0 < rate <= 20000 for rate in rates),
+            f"invalid --rates {args.rates}: expected rates above 0, at most 20000",
+        ),
+        (
+            0 < args.stream_rate <= 5000,
+            f"invalid --stream-rate {args.stream_rate}: expected above 0, at most 5000",
+        ),
+        (
+            1 <= args.chunks <= 10000,
+            f"invalid --chunks {args.chunks}: expected 1 to 10000",
+        ),
+        (
+            0 <= args.chunk_interval_ms <= 1000,
+            f"invalid --chunk-interval-ms {args.chunk_interval_ms}: expected 0 to 1000",
+        ),
+        (
+            0 <= args.delay_ms <= 10000,
+            f"invalid --delay-ms {args.delay_ms}: expected 0 to 10000",
+        ),
     ]
-    results = []
-    with running("mock", mock_command, context.workdir, f"{context.upstream}/healthz"):
-        results.append(run_target("mock (direct)", bench_mock, context))
-        results.append(run_target(PASSTHROUGH, bench_passthrough, context))
-        embedded = partial(bench_llmgw, name="llmgw embedded", use_redis=False)
-        results.append(run_target("llmgw embedded", embedded, context))
-        if redis_available(client):
-            with_redis = partial(bench_llmgw, name="llmgw redis", use_redis=True)
-            results.append(run_target("llmgw redis", with_redis, context))
-    return results
+    for valid, message in checks:
+        if not valid:
+            parser.error(message)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return Options(
+        seconds=args.seconds,
+        warmup=args.warmup,
+        connections=args.connections,
+        wrk_threads=args.wrk_threads,
+        use_wrk=not args.python_loadgen,
+        rates=rates,
+        stream_rate=args.stream_rate,
+        chunks=args.chunks,
+        chunk_interval_ms=args.chunk_interval_ms,
+        delay_ms=args.delay_ms,
+        targets=targets,
+        sections=tuple(section for section in only if section not in skip),
+        use_nginx_mock=not args.python_mock,
+        json_path=args.json or BENCH_DIR / "results" / f"run-{stamp}.json",
+        keep_workdir=args.keep_workdir,
+    )
 
 
 def main() -> int:
     options = parse_args(sys.argv[1:])
-    workdir = Path(tempfile.mkdtemp(prefix="llmgw-bench-"))
-    prefix = f"llmgw-bench-{os.getpid()}-{secrets.token_hex(4)}:"
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
-    context = Context(
-        workdir=workdir,
-        upstream=f"http://{HOST}:{free_port()}",
-        key=f"sk-bench-{secrets.token_hex(16)}",
-        options=options,
-        redis_prefix=prefix,
-    )
+    run = Run(options)
+    started = time.monotonic()
+    run.results["meta"] = describe_machine(options, sys.argv)
     try:
-        results = run_all(context, client)
+        execute(run)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-        try:
-            deleted = delete_redis_keys(client, prefix)
-            print(f"Deleted {deleted} Redis keys under {prefix!r} in database 13")
-        except redis.exceptions.RedisError as exc:
-            print(f"WARNING: could not delete Redis keys under {prefix!r}: {exc}")
-        client.close()
-    return 0 if print_report(results, options) else 1
+        run.results["meta"]["seconds"] = round(time.monotonic() - started, 1)
+        derive(run)
+        write_json(run)
+    print_report(run)
+    return 1 if run.problems else 0
 
 
 if __name__ == "__main__":
