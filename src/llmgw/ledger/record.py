@@ -88,25 +88,21 @@ class UsageRecord:
         if not isinstance(data, dict):
             raise TypeError("invalid ledger record: expected a JSON object")
         values: dict[str, Any] = {}
-        for name, expected in _FIELD_TYPES.items():
-            if name not in data:
-                continue  # written by an older version: the default applies
-            value = data[name]
-            # A float field may hold a JSON integer, and bool, a subclass
-            # of int in Python, must not pass for an int field.
-            accepts_float = expected is float or (
-                isinstance(expected, tuple) and float in expected
-            )
-            if accepts_float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if not isinstance(value, expected) or (
-                expected is int and isinstance(value, bool)
-            ):
+        for name, value in data.items():
+            allowed = _FIELD_TYPES.get(name)
+            if allowed is None:
+                continue  # written by a newer version: not stored here
+            # Exact types: bool, a subclass of int, must not pass for an int.
+            if type(value) not in allowed:
                 raise TypeError(
                     f"invalid ledger record field {name!r}: "
                     f"{type(value).__name__} {value!r}"
                 )
             values[name] = value
+        # A float field may hold a JSON integer.
+        for name in _FLOAT_FIELDS.intersection(values):
+            if type(values[name]) is int:
+                values[name] = float(values[name])
         for required in ("request_id", "ts", "route"):
             if required not in values:
                 raise ValueError(f"invalid ledger record: missing {required!r}")
@@ -140,20 +136,20 @@ class UsageRecord:
         return cls(**values)
 
 
-def _field_types() -> dict[str, type | tuple[type, ...]]:
-    """The JSON types each record attribute accepts."""
-    types: dict[str, type | tuple[type, ...]] = {}
+def _field_types() -> dict[str, tuple[type, ...]]:
+    """The exact JSON value types each record attribute accepts."""
+    types: dict[str, tuple[type, ...]] = {}
     for f in fields(UsageRecord):
         if f.name in _BOOL_FIELDS:
-            types[f.name] = bool
+            types[f.name] = (bool,)
         elif f.name in _INT_FIELDS:
-            types[f.name] = int
+            types[f.name] = (int,)
         elif f.name == "ttft_ms":
-            types[f.name] = (float, type(None))
+            types[f.name] = (float, int, type(None))
         elif f.name in _FLOAT_FIELDS:
-            types[f.name] = float
+            types[f.name] = (float, int)
         elif f.name in ("request_id", "route"):
-            types[f.name] = str
+            types[f.name] = (str,)
         else:
             types[f.name] = (str, type(None))
     return types

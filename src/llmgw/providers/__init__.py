@@ -7,29 +7,28 @@ anywhere before a request routes to it.
 
 from __future__ import annotations
 
+import importlib
 from typing import Final
 
 import aiohttp
 
 from llmgw.config import ProviderConfig
-from llmgw.providers.anthropic import AnthropicProvider
-from llmgw.providers.azure import AzureOpenAIProvider
 from llmgw.providers.base import Provider, TranslatingProvider
-from llmgw.providers.bedrock import BedrockProvider
-from llmgw.providers.compat import CompatProvider
-from llmgw.providers.gemini import GeminiProvider
 from llmgw.providers.openai import OpenAIProvider
 
-PROVIDER_CLASSES: Final[dict[str, type[Provider]]] = {
-    "openai": OpenAIProvider,
-    "openai-compatible": OpenAIProvider,
-    "azure-openai": AzureOpenAIProvider,
-    "anthropic": AnthropicProvider,
-    "gemini": GeminiProvider,
-    "bedrock": BedrockProvider,
-    "mistral": CompatProvider,
-    "vllm": CompatProvider,
-    "ollama": CompatProvider,
+# The module and class of each kind. Modules load only when a configured
+# provider needs them, so a gateway without Bedrock never imports botocore
+# (about 20 MB).
+PROVIDER_CLASSES: Final[dict[str, tuple[str, str]]] = {
+    "openai": ("llmgw.providers.openai", "OpenAIProvider"),
+    "openai-compatible": ("llmgw.providers.openai", "OpenAIProvider"),
+    "azure-openai": ("llmgw.providers.azure", "AzureOpenAIProvider"),
+    "anthropic": ("llmgw.providers.anthropic", "AnthropicProvider"),
+    "gemini": ("llmgw.providers.gemini", "GeminiProvider"),
+    "bedrock": ("llmgw.providers.bedrock", "BedrockProvider"),
+    "mistral": ("llmgw.providers.compat", "CompatProvider"),
+    "vllm": ("llmgw.providers.compat", "CompatProvider"),
+    "ollama": ("llmgw.providers.compat", "CompatProvider"),
 }
 SUPPORTED_KINDS = frozenset(PROVIDER_CLASSES)
 
@@ -40,7 +39,15 @@ __all__ = [
     "Provider",
     "TranslatingProvider",
     "build_providers",
+    "provider_class",
 ]
+
+
+def provider_class(kind: str) -> type[Provider]:
+    """Import and return the provider class of ``kind``; KeyError if unknown."""
+    module_name, class_name = PROVIDER_CLASSES[kind]
+    cls: type[Provider] = getattr(importlib.import_module(module_name), class_name)
+    return cls
 
 
 def build_providers(
@@ -49,6 +56,5 @@ def build_providers(
     """Create the providers by name. Raises ValueError for a provider that
     lacks what it needs, such as a Bedrock region."""
     return {
-        config.name: PROVIDER_CLASSES[config.kind](config, session)
-        for config in configs
+        config.name: provider_class(config.kind)(config, session) for config in configs
     }
