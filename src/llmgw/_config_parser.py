@@ -63,6 +63,7 @@ from llmgw.config import (
     _split_listen,
     hash_key,
 )
+from llmgw.ledger.sink import validate_table
 from llmgw.limits.spec import LimitSpec, Period, Price, TokenCount
 
 _TOP_KEYS = (
@@ -86,7 +87,7 @@ _SERVER_KEYS = (
     "shutdown_timeout",
 )
 _REDIS_KEYS = ("url", "key_prefix", "on_unavailable")
-_LEDGER_KEYS = ("sink",)
+_LEDGER_KEYS = ("sink", "table", "claim_idle_seconds")
 _LOGGING_KEYS = ("level", "log_prompts")
 _PROVIDER_KEYS = (
     "name",
@@ -315,14 +316,31 @@ class _Parser:
         )
 
     def ledger(self, section: _Section) -> LedgerConfig:
+        default = LedgerConfig()
+        sink = default.sink
         item = self.string_item(section, "sink")
-        if item is None:
-            return LedgerConfig()
-        assert isinstance(item.value, str)
-        reason = _check_sink(item.value, item.variables)
-        if reason is not None:
-            raise self.error(item.node, item.path, reason)
-        return LedgerConfig(sink=item.value)
+        if item is not None:
+            assert isinstance(item.value, str)
+            reason = _check_sink(item.value, item.variables)
+            if reason is not None:
+                raise self.error(item.node, item.path, reason)
+            sink = item.value
+
+        table = default.table
+        table_item = self.string_item(section, "table")
+        if table_item is not None:
+            assert isinstance(table_item.value, str)
+            try:
+                table = validate_table(table_item.value)
+            except ValueError as exc:
+                raise self.error(table_item.node, table_item.path, str(exc)) from None
+
+        claim_idle = self.positive_number(section, "claim_idle_seconds")
+        return LedgerConfig(
+            sink=sink,
+            table=table,
+            claim_idle_seconds=_or_default(claim_idle, default.claim_idle_seconds),
+        )
 
     def logging(self, section: _Section) -> LoggingConfig:
         level = self.choice(section, "level", LOG_LEVELS, ignore_case=True)

@@ -183,7 +183,9 @@ def _load(path: str | None) -> Config:
         if not config.providers:
             print(
                 "note: no provider configured: set OPENAI_API_KEY or OPENAI_BASE_URL "
-                "to route models to OpenAI or an OpenAI-compatible server.",
+                "to route models to OpenAI or an OpenAI-compatible server, "
+                "ANTHROPIC_API_KEY to route claude-* to Anthropic, or "
+                "GEMINI_API_KEY to route gemini-* to Google Gemini.",
                 file=sys.stderr,
             )
         return config
@@ -217,7 +219,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 async def _usage(config: Config, by: str, fmt: str) -> str:
-    sink = open_sink(config.ledger.sink)
+    sink = open_sink(config.ledger.sink, table=config.ledger.table)
     await sink.open()
     try:
         rows = await sink.totals(by)

@@ -101,9 +101,16 @@ class RedisConfig:
 class LedgerConfig:
     # sqlite:///relative/path, sqlite:////absolute/path or postgresql://...
     sink: str = "sqlite:///llmgw.db"
+    table: str = "llmgw_usage"
+    # How long a record read by a worker may stay unacknowledged before
+    # another worker takes it over, as after that worker died mid-batch.
+    claim_idle_seconds: float = 60.0
 
     def __repr__(self) -> str:
-        return f"LedgerConfig(sink={redact_url(self.sink)!r})"
+        return (
+            f"LedgerConfig(sink={redact_url(self.sink)!r}, table={self.table!r}, "
+            f"claim_idle_seconds={self.claim_idle_seconds!r})"
+        )
 
 
 @dataclass(frozen=True)

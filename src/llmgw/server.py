@@ -162,7 +162,7 @@ async def build_gateway(config: Config, session: aiohttp.ClientSession) -> Gatew
     if config.auth.jwt is not None:
         jwt = JWTAuthenticator.from_config(config.auth.jwt, session)
     backend = await open_backend(config)
-    sink = open_sink(config.ledger.sink)
+    sink = open_sink(config.ledger.sink, table=config.ledger.table)
     store = open_store(config)
     try:
         await sink.open()

@@ -53,4 +53,8 @@ async def open_backend(config: Config) -> Backend:
     """
     if config.redis is None:
         return MemoryBackend()
-    return RedisBackend.from_url(config.redis.url, prefix=config.redis.key_prefix)
+    return RedisBackend.from_url(
+        config.redis.url,
+        prefix=config.redis.key_prefix,
+        claim_idle_ms=round(config.ledger.claim_idle_seconds * 1000),
+    )
