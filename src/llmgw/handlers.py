@@ -60,6 +60,10 @@ async def request_scope(gateway: Gateway, ctx: RequestContext) -> AsyncIterator[
         yield
     except GatewayError as exc:
         ctx.fail(exc)
+        if ctx.reservation is not None:
+            # The client's limits after admission, on errors as on successes;
+            # an upstream's own x-ratelimit-* headers take precedence.
+            exc.headers = {**ctx.reservation.headers, **exc.headers}
         raise
     except asyncio.CancelledError:
         if ctx.stream_complete:

@@ -234,6 +234,13 @@ async def test_prompt_over_input_cap_names_both_numbers(gw: Harness) -> None:
     assert gw.upstream.requests == []
 
 
+async def test_upstream_error_carries_limit_headers(gw: Harness) -> None:
+    response = await gw.post(CHAT, chat_body(user="error"), key=LIMITED_KEY)
+    assert response.status == 401
+    assert response.headers["x-ratelimit-limit-requests"] == "2"
+    assert response.headers["x-ratelimit-remaining-requests"] == "1"
+
+
 async def test_rate_limited_key_gets_429_with_headers(gw: Harness) -> None:
     statuses = []
     for _ in range(3):
