@@ -503,7 +503,8 @@ class _Parser:
 
         base_url = self.http_url(section, "base_url")
         if base_url is None and kind not in DEFAULT_BASE_URLS:
-            reason = f"missing required key (kind {kind} has no default base_url)"
+            # The kind may come from the environment, so it is not echoed.
+            reason = "missing required key (this provider kind has no default base_url)"
             raise self.error(node, section.child("base_url"), reason)
         self.check_kind_keys(section, kind)
 

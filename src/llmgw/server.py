@@ -156,8 +156,9 @@ class StartupError(Exception):
 async def build_gateway(config: Config, session: aiohttp.ClientSession) -> Gateway:
     for warning in price_warnings(config):
         log.warning("model_without_price", message=warning)
-    # Built first because it opens nothing and raises ValueError for a key or
-    # algorithm it cannot use. Its JWKS fetches use the shared session.
+    # The JWT verifier is built before anything is opened, because from_config
+    # raises ValueError for a key or algorithm it cannot use. Its JWKS fetches
+    # use the shared session.
     jwt = None
     if config.auth.jwt is not None:
         jwt = JWTAuthenticator.from_config(config.auth.jwt, session)

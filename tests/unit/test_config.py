@@ -37,8 +37,14 @@ from llmgw.config import (
     redact_url,
 )
 from llmgw.limits.spec import LimitSpec, Price
+from llmgw.pipeline.policy import Router
 
 CI_KEY = "sk-ci-plaintext-0123456789"
+# The provider kinds in the order an error message lists them.
+PROVIDER_KINDS = (
+    "openai, openai-compatible, anthropic, gemini, azure-openai, bedrock, "
+    "mistral, vllm, ollama"
+)
 LOCAL_API_KEY = "sk-local-upstream-secret"
 REDIS_PASSWORD = "redis-pass-4242"
 
@@ -528,7 +534,7 @@ def test_quoted_number_is_rejected() -> None:
             "providers:\n  - name: p\n    kind: mystery\n",
             3,
             "providers[0].kind",
-            "must be one of openai, openai-compatible, got string 'mystery'",
+            f"must be one of {PROVIDER_KINDS}, got string 'mystery'",
             id="unknown-kind",
         ),
         pytest.param(
@@ -658,20 +664,43 @@ def test_error_names_file_line_and_path(
 
 
 @pytest.mark.parametrize(
-    "kind",
+    ("kind", "settings", "base_url"),
     [
-        pytest.param("anthropic", id="anthropic"),
-        pytest.param("gemini", id="gemini"),
-        pytest.param("azure-openai", id="azure-openai"),
-        pytest.param("bedrock", id="bedrock"),
+        pytest.param("anthropic", "", "https://api.anthropic.com", id="anthropic"),
+        pytest.param(
+            "gemini",
+            "",
+            "https://generativelanguage.googleapis.com/v1beta",
+            id="gemini",
+        ),
+        pytest.param(
+            "azure-openai",
+            "    base_url: http://127.0.0.1:8080/openai\n"
+            "    api_version: '2024-10-21'\n",
+            "http://127.0.0.1:8080/openai",
+            id="azure-openai",
+        ),
+        # Bedrock derives its URL from the region when it starts.
+        pytest.param("bedrock", "    region: us-east-1\n", "", id="bedrock"),
     ],
 )
-def test_planned_provider_kind_is_not_supported_yet(kind: str) -> None:
-    error = parse_error(f"providers:\n  - name: p\n    kind: {kind}\n")
+def test_provider_kind_is_supported(kind: str, settings: str, base_url: str) -> None:
+    config = parse(f"providers:\n  - name: p\n    kind: {kind}\n{settings}")
 
-    assert error.line == 3
-    assert error.path == "providers[0].kind"
-    assert f"provider kind '{kind}' is not supported yet" in error.reason
+    [provider] = config.providers
+    assert provider.kind == kind
+    assert provider.base_url == base_url
+
+
+def test_kind_without_default_url_names_line() -> None:
+    error = parse_error("providers:\n  - name: p\n    kind: azure-openai\n")
+
+    # base_url is absent, so the error points at the provider's first line.
+    assert error.line == 2
+    assert error.path == "providers[0].base_url"
+    assert error.reason == (
+        "missing required key (this provider kind has no default base_url)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -1047,7 +1076,7 @@ SECRET_VALUE = "sk-live-verysecret-abc"
         pytest.param(
             "providers:\n  - {name: p, kind: '${SECRETX}'}\n",
             "providers[0].kind",
-            "must be one of openai, openai-compatible, got a string from ${SECRETX}",
+            f"must be one of {PROVIDER_KINDS}, got a string from ${{SECRETX}}",
             id="provider-kind",
         ),
         pytest.param(
@@ -1153,10 +1182,21 @@ def test_environment_number_absent_from_error(
 
 def test_environment_provider_kind_not_shown() -> None:
     text = "providers:\n  - {name: p, kind: '${KIND}'}\n"
-    error = parse_error(text, {"KIND": "anthropic"})
+    accepted = parse(text, {"KIND": "anthropic"})
+    error = parse_error(text, {"KIND": "claude"})
 
-    assert error.reason.startswith("provider kind from ${KIND} is not supported yet")
-    assert "anthropic" not in str(error)
+    assert accepted.providers[0].kind == "anthropic"
+    assert error.reason.startswith("must be one of openai, ")
+    assert error.reason.endswith("got a string from ${KIND}")
+    assert "claude" not in str(error)
+
+
+def test_environment_kind_not_shown_in_base_url_error() -> None:
+    text = "providers:\n  - {name: p, kind: '${KIND}'}\n"
+    error = parse_error(text, {"KIND": "azure-openai"})
+
+    assert error.path == "providers[0].base_url"
+    assert "azure-openai" not in str(error)
 
 
 @pytest.mark.parametrize(
@@ -1264,12 +1304,52 @@ def test_default_config_ignores_empty_openai_variables() -> None:
     assert config.providers == ()
 
 
-def test_default_config_skips_unimplemented_providers() -> None:
-    environ = {"ANTHROPIC_API_KEY": "a", "GEMINI_API_KEY": "g"}
+def test_default_config_adds_anthropic_and_gemini() -> None:
+    environ = {
+        "ANTHROPIC_API_KEY": "sk-ant",
+        "GEMINI_API_KEY": "g-key",
+        "OPENAI_API_KEY": "sk-openai",
+    }
     result = default_config(environ)
+    config = result.config
 
-    assert result.skipped_variables == ("ANTHROPIC_API_KEY", "GEMINI_API_KEY")
-    assert result.config.providers == ()
+    assert result.skipped_variables == ()
+    assert [(p.name, p.kind) for p in config.providers] == [
+        ("anthropic", "anthropic"),
+        ("gemini", "gemini"),
+        ("openai", "openai"),
+    ]
+    assert config.providers[0] == ProviderConfig(
+        name="anthropic",
+        kind="anthropic",
+        base_url="https://api.anthropic.com",
+        api_key=Secret("sk-ant"),
+    )
+    assert config.providers[1] == ProviderConfig(
+        name="gemini",
+        kind="gemini",
+        base_url="https://generativelanguage.googleapis.com/v1beta",
+        api_key=Secret("g-key"),
+    )
+    # The catch-all route of OpenAI comes last, so it does not take the
+    # Claude and Gemini model names.
+    assert config.models == (
+        ModelConfig(name="claude-*", provider="anthropic"),
+        ModelConfig(name="gemini-*", provider="gemini"),
+        ModelConfig(name="*", provider="openai"),
+    )
+    router = Router(config)
+    assert router.resolve("claude-sonnet-4-5").provider.name == "anthropic"
+    assert router.resolve("gemini-2.5-flash").provider.name == "gemini"
+    assert router.resolve("gpt-4o-mini").provider.name == "openai"
+
+
+def test_default_config_skips_empty_provider_keys() -> None:
+    environ = {"ANTHROPIC_API_KEY": "", "GEMINI_API_KEY": "g-key"}
+    config = default_config(environ).config
+
+    assert [p.name for p in config.providers] == ["gemini"]
+    assert config.models == (ModelConfig(name="gemini-*", provider="gemini"),)
 
 
 def test_default_config_rejects_bad_openai_base_url() -> None:

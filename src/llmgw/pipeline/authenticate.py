@@ -15,8 +15,9 @@ JWT caller's principal carries:
 - ``key_name`` and ``key_id`` ``"jwt:<subject>"``, which the ledger records,
   and a key scope without limits. Only the team and tenant scopes limit it.
 - the tenant and team of the mapped claims, with their limits and model
-  globs. A claim that names a tenant or team the gateway does not know is
-  rejected with 401. A team claim is ignored when the token has no tenant.
+  globs. A claim that names a tenant or team the gateway does not know gets
+  401, except in fail_open mode while the store is unreachable. A team
+  claim is ignored when the token has no tenant.
 - all models, within the team's and tenant's globs, and no token caps of
   its own, so the model's and the global caps apply.
 
@@ -128,8 +129,8 @@ class OrgScopes:
     team: ScopeRecord | None = None
 
 
-# What org_scopes returns in fail_open mode when the store is unreachable and
-# nothing is cached. Compared by identity, to tell it from an unknown tenant.
+# The result of org_scopes in fail_open mode when the store is unreachable
+# and nothing is cached. Compared by identity, to tell it from an unknown tenant.
 _STORE_UNAVAILABLE = OrgScopes()
 
 
@@ -446,8 +447,8 @@ class Authenticator:
         ``AuthenticationFailed`` when the gateway does not know one of them."""
         org = await self.org_scopes(tenant, team)
         if org is _STORE_UNAVAILABLE:
-            # fail_open with the store unreachable: counted at no tenant or
-            # team scope, as a managed key in the same state is.
+            # With fail_open and the store unreachable, the caller counts at no
+            # tenant or team scope, as a config key with a store tenant does.
             return org
         if org.tenant is None:
             raise AuthenticationFailed(
