@@ -32,7 +32,6 @@ from llmgw.ledger.sink import open_sink
 from llmgw.limits import open_backend
 from llmgw.pipeline.authenticate import Authenticator
 from llmgw.pipeline.context import new_request_id
-from llmgw.pipeline.jwt_auth import JWTAuthenticator
 from llmgw.pipeline.messages import (
     COUNT_TOKENS_PATH,
     MESSAGES_PATH,
@@ -161,6 +160,9 @@ async def build_gateway(config: Config, session: aiohttp.ClientSession) -> Gatew
     # use the shared session.
     jwt = None
     if config.auth.jwt is not None:
+        # Imported only here: PyJWT and cryptography take about 9 MB.
+        from llmgw.pipeline.jwt_auth import JWTAuthenticator
+
         jwt = JWTAuthenticator.from_config(config.auth.jwt, session)
     backend = await open_backend(config)
     sink = open_sink(config.ledger.sink, table=config.ledger.table)

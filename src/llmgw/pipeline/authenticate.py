@@ -43,15 +43,13 @@ import structlog
 from llmgw.config import SCOPE_NAME, SCOPE_NAME_RULE, Config, KeyConfig, TenantConfig
 from llmgw.errors import AuthenticationFailed, BackendUnavailable
 from llmgw.limits.spec import LimitSpec, Scope
-from llmgw.pipeline.jwt_auth import (
-    MAX_CLAIM_VALUE_CHARS,
-    JWTAuthenticator,
-    looks_like_jwt,
-)
 
 if TYPE_CHECKING:
+    # Imported when JWT authentication is configured: PyJWT and cryptography
+    # take about 9 MB that a gateway without it does not need.
     from llmgw.admin.records import ManagedKey
     from llmgw.admin.store import Store
+    from llmgw.pipeline.jwt_auth import JWTAuthenticator
 
 log = structlog.get_logger("llmgw.authenticate")
 
@@ -406,13 +404,15 @@ class Authenticator:
         # Generated gateway keys contain no dots, so for them this check ends
         # after one str.split. A config key that parses as a JWT header would
         # be sent to the verifier and rejected.
-        if self.jwt is not None and looks_like_jwt(credential):
+        if self.jwt is not None and self.jwt.looks_like_jwt(credential):
             return await self._authenticate_jwt(self.jwt, credential)
         return await self.lookup(hash_secret(credential))
 
     async def _authenticate_jwt(
         self, verifier: JWTAuthenticator, token: str
     ) -> Principal:
+        from llmgw.pipeline.jwt_auth import MAX_CLAIM_VALUE_CHARS
+
         identity = await verifier.authenticate(token)
         if len(identity.subject) > MAX_CLAIM_VALUE_CHARS:
             raise AuthenticationFailed(

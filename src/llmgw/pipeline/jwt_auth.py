@@ -643,6 +643,11 @@ class JWTAuthenticator:
     async def close(self) -> None:
         await self.keys.close()
 
+    @staticmethod
+    def looks_like_jwt(credential: str) -> bool:
+        """Return whether ``credential`` has the form of a JWT; see the function."""
+        return looks_like_jwt(credential)
+
     async def authenticate(self, token: str) -> JWTIdentity:
         """Verify ``token`` and map its claims.
 
