@@ -11,7 +11,7 @@ import textwrap
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,9 @@ from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 
 from llmgw.admin.api import ROUTES
+from llmgw.admin.records import KeySecret, ManagedKey, Tenant, new_key_id
 from llmgw.admin.redis_store import RedisStore
+from llmgw.admin.store import Conflict
 from llmgw.config import hash_key, parse_config
 from llmgw.errors import AuthenticationFailed, BackendUnavailable
 from llmgw.handlers import GATEWAY
@@ -276,13 +278,9 @@ async def test_managed_key_chat_writes_ledger(gw: Harness) -> None:
 
 
 async def test_key_expiry(gw: Harness) -> None:
-    past = await create_key(gw, expires="2020-01-01T00:00:00Z")
     soon = await create_key(gw, name="soon", expires_in_seconds=1.0)
 
-    status, error = await client_error(gw, past["secret"])
-    assert status == 401
-    assert error["error"]["message"] == "API key expired."
-    assert past["expired"] is True
+    assert soon["expired"] is False
     assert await model_status(gw, soon["secret"]) == 200
 
     await asyncio.sleep(1.1)
@@ -443,6 +441,338 @@ async def test_list_keys_filters(gw: Harness) -> None:
     assert bad["error"]["param"] == "colour"
 
 
+# Time fields
+
+# The bounds the admin API states: an expiry at most 3650 days ahead, and a
+# rotation grace of at most 30 days.
+MAX_EXPIRY_SECONDS = 3650 * 86400
+MAX_GRACE_SECONDS = 30 * 86400
+
+
+@pytest.mark.parametrize(
+    ("fields", "param", "reason"),
+    [
+        pytest.param(
+            {"expires_in_seconds": 1e15},
+            "expires_in_seconds",
+            f"at most {MAX_EXPIRY_SECONDS}",
+            id="seconds-1e15",
+        ),
+        pytest.param(
+            {"expires_in_seconds": 1e300},
+            "expires_in_seconds",
+            f"at most {MAX_EXPIRY_SECONDS}",
+            id="seconds-1e300",
+        ),
+        pytest.param(
+            {"expires_in_seconds": MAX_EXPIRY_SECONDS + 1},
+            "expires_in_seconds",
+            f"at most {MAX_EXPIRY_SECONDS}",
+            id="seconds-above-bound",
+        ),
+        pytest.param(
+            {"expires_in_seconds": 0},
+            "expires_in_seconds",
+            "above 0",
+            id="seconds-zero",
+        ),
+        pytest.param(
+            {"expires": "0001-01-01T00:00:00+14:00"},
+            "expires",
+            "in the future",
+            id="year-1",
+        ),
+        pytest.param(
+            {"expires": "9999-12-31T23:59:59-14:00"},
+            "expires",
+            "at most 3650 days",
+            id="year-9999",
+        ),
+        pytest.param(
+            {"expires": "2020-01-01T00:00:00Z"},
+            "expires",
+            "in the future",
+            id="past",
+        ),
+    ],
+)
+async def test_expiry_out_of_range_rejected(
+    gw: Harness, fields: dict[str, Any], param: str, reason: str
+) -> None:
+    status, error = await call(gw, "POST", "/admin/keys", {"name": "k", **fields})
+    listed_status, listed = await call(gw, "GET", "/admin/keys")
+
+    assert status == 400
+    assert error["error"]["param"] == param
+    assert reason in error["error"]["message"]
+    assert listed_status == 200
+    assert listed["data"] == []
+
+
+async def test_expiry_at_bound_accepted(gw: Harness) -> None:
+    key = await create_key(gw, expires_in_seconds=MAX_EXPIRY_SECONDS)
+    from datetime import datetime
+
+    expires = datetime.fromisoformat(key["expires"]).timestamp()
+    assert abs(expires - time.time() - MAX_EXPIRY_SECONDS) < 5
+
+
+async def test_update_rejects_bad_expiry(gw: Harness) -> None:
+    key = await create_key(gw)
+
+    huge, huge_error = await call(
+        gw, "PATCH", f"/admin/keys/{key['id']}", {"expires_in_seconds": 1e15}
+    )
+    past, past_error = await call(
+        gw, "PATCH", f"/admin/keys/{key['id']}", {"expires": "2020-01-01T00:00:00Z"}
+    )
+    shown_status, shown = await call(gw, "GET", f"/admin/keys/{key['id']}")
+
+    assert huge == 400
+    assert huge_error["error"]["param"] == "expires_in_seconds"
+    assert past == 400
+    assert past_error["error"]["param"] == "expires"
+    assert shown_status == 200
+    assert shown["expires"] is None
+
+
+@pytest.mark.parametrize(
+    "grace", [1e14, MAX_GRACE_SECONDS + 1, -1], ids=["1e14", "above-bound", "negative"]
+)
+async def test_rotation_rejects_bad_grace(gw: Harness, grace: float) -> None:
+    key = await create_key(gw)
+
+    status, error = await call(
+        gw, "POST", f"/admin/keys/{key['id']}/rotate", {"grace_seconds": grace}
+    )
+    shown_status, shown = await call(gw, "GET", f"/admin/keys/{key['id']}")
+
+    assert status == 400
+    assert error["error"]["param"] == "grace_seconds"
+    assert f"at most {MAX_GRACE_SECONDS}" in error["error"]["message"]
+    assert shown_status == 200
+    assert shown["previous_secrets_valid_until"] == []
+    assert await model_status(gw, key["secret"]) == 200
+
+
+async def test_rotation_grace_at_bound_accepted(gw: Harness) -> None:
+    key = await create_key(gw)
+
+    status, rotated = await call(
+        gw,
+        "POST",
+        f"/admin/keys/{key['id']}/rotate",
+        {"grace_seconds": MAX_GRACE_SECONDS},
+    )
+
+    assert status == 200
+    assert len(rotated["previous_secrets_valid_until"]) == 1
+
+
+async def test_list_survives_unrenderable_times(gw: Harness) -> None:
+    # Records that an older gateway stored without bounds on their times.
+    good = await create_key(gw)
+    now = time.time()
+    far_expiry = ManagedKey(
+        id=new_key_id(),
+        name="far-expiry",
+        secrets=(KeySecret("a" * 64),),
+        created=now,
+        updated=now,
+        expires=1e15,
+    )
+    long_grace = ManagedKey(
+        id=new_key_id(),
+        name="long-grace",
+        secrets=(KeySecret("b" * 64), KeySecret("c" * 64, valid_until=1e14)),
+        created=now + 1,
+        updated=now + 1,
+        expires=-1e13,
+    )
+    store = gw.gateway.store
+    await store.create_key(far_expiry)
+    await store.create_key(long_grace)
+    revoked = replace(far_expiry, status="revoked", revoked=1e15)
+    await store.save_key(far_expiry, revoked)
+
+    with capture_logs() as logs:
+        status, listed = await call(gw, "GET", "/admin/keys")
+        revoked_status, revoked_list = await call(
+            gw, "GET", "/admin/keys?status=revoked"
+        )
+        shown_status, shown = await call(gw, "GET", f"/admin/keys/{long_grace.id}")
+
+    assert status == 200
+    assert [k["id"] for k in listed["data"]] == [
+        good["id"],
+        far_expiry.id,
+        long_grace.id,
+    ]
+    far, grace = listed["data"][1], listed["data"][2]
+    assert far["expires"] is None
+    assert far["revoked"] is None
+    assert far["created"] is not None
+    assert far["expired"] is False
+    assert grace["expires"] is None
+    assert grace["expired"] is True
+    assert grace["previous_secrets_valid_until"] == [None]
+    assert revoked_status == 200
+    assert [k["id"] for k in revoked_list["data"]] == [far_expiry.id]
+    assert shown_status == 200
+    assert shown["name"] == "long-grace"
+    unrenderable = {
+        entry["key_id"]: entry["fields"]
+        for entry in logs
+        if entry["event"] == "admin_time_unrenderable"
+    }
+    assert unrenderable[far_expiry.id] == ["expires", "revoked"]
+    assert unrenderable[long_grace.id] == ["expires", "previous_secrets_valid_until"]
+    assert good["id"] not in unrenderable
+
+
+async def test_list_rejects_unknown_status(gw: Harness) -> None:
+    status, error = await call(gw, "GET", "/admin/keys?status=bogus")
+
+    assert status == 400
+    assert error["error"]["param"] == "status"
+    assert "active, revoked" in error["error"]["message"]
+
+
+# Name claims under concurrency
+
+# How long each record write waits before it starts in the concurrency
+# tests. It widens the window between a name claim and the write of the
+# record, as a slow Redis or a paused worker would.
+WRITE_DELAY_SECONDS = 0.05
+
+
+def delay_record_writes(store: object) -> None:
+    """Make every record write of ``store`` wait ``WRITE_DELAY_SECONDS`` first."""
+    name = "_write_key" if isinstance(store, RedisStore) else "_write"
+    write = getattr(store, name)
+
+    async def delayed_write(*args: Any, **kwargs: Any) -> None:
+        await asyncio.sleep(WRITE_DELAY_SECONDS)
+        await write(*args, **kwargs)
+
+    setattr(store, name, delayed_write)
+
+
+async def test_concurrent_creates_claim_name_once(
+    tmp_path: Path, backend: str, prefix: str
+) -> None:
+    rounds = 5
+    async with AsyncExitStack() as stack:
+        first = await stack.enter_async_context(gateway(tmp_path, backend, prefix))
+        workers = [first]
+        if backend == "redis":
+            # A second worker on the same Redis prefix, as with --workers 2.
+            workers.append(
+                await stack.enter_async_context(second_worker(first, tmp_path, prefix))
+            )
+        for worker in workers:
+            delay_record_writes(worker.gateway.store)
+        for round_number in range(rounds):
+            name = f"dup-{round_number}"
+            results = await asyncio.gather(
+                *(
+                    call(
+                        workers[i % len(workers)], "POST", "/admin/keys", {"name": name}
+                    )
+                    for i in range(50)
+                )
+            )
+            statuses = [status for status, _ in results]
+            assert statuses.count(201) == 1, (name, sorted(statuses))
+            assert statuses.count(409) == 49, (name, sorted(statuses))
+        _, active = await call(first, "GET", "/admin/keys?status=active")
+
+    names = sorted(key["name"] for key in active["data"])
+    assert names == [f"dup-{i}" for i in range(rounds)]
+
+
+async def test_concurrent_renames_claim_name_once(gw: Harness) -> None:
+    keys = [await create_key(gw, name=f"rename-{i}") for i in range(50)]
+    delay_record_writes(gw.gateway.store)
+
+    results = await asyncio.gather(
+        *(
+            call(gw, "PATCH", f"/admin/keys/{key['id']}", {"name": "same"})
+            for key in keys
+        )
+    )
+    _, active = await call(gw, "GET", "/admin/keys?status=active")
+
+    statuses = [status for status, _ in results]
+    assert statuses.count(200) == 1
+    assert statuses.count(409) == 49
+    names = [key["name"] for key in active["data"]]
+    assert names.count("same") == 1
+    assert len(names) == 50
+
+
+# Budgets
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        pytest.param(
+            "/admin/keys",
+            {"name": "k", "limits": {"budgets_usd": {"day": 1e-12}}},
+            "limits.budgets_usd.day",
+            id="key",
+        ),
+        pytest.param(
+            "/admin/tenants",
+            {"name": "globex", "limits": {"budgets_usd": {"month": 0.0000009}}},
+            "limits.budgets_usd.month",
+            id="tenant",
+        ),
+        pytest.param(
+            "/admin/keys",
+            {
+                "name": "k",
+                "limits": {"models": {"gpt-*": {"budgets_usd": {"week": 1e-7}}}},
+            },
+            "limits.models['gpt-*'].budgets_usd.week",
+            id="per-model",
+        ),
+    ],
+)
+async def test_budget_below_micro_dollar_rejected(
+    gw: Harness, path: str, body: dict[str, Any], param: str
+) -> None:
+    status, error = await call(gw, "POST", path, body)
+
+    assert status == 400
+    assert error["error"]["param"] == param
+    assert "at least 0.000001" in error["error"]["message"]
+
+
+async def test_budget_of_one_micro_dollar_accepted(gw: Harness) -> None:
+    key = await create_key(gw, limits={"budgets_usd": {"day": 0.000001}})
+
+    assert key["limits"] == {"budgets_usd": {"day": 0.000001}}
+
+
+async def test_stored_tiny_budget_still_loads(gw: Harness) -> None:
+    # A tenant that an older gateway stored before budgets had a minimum.
+    now = time.time()
+    tenant = Tenant(
+        name="legacy",
+        created=now,
+        updated=now,
+        limits=LimitSpec(budgets_usd=(("day", 1e-12),)),
+    )
+    await gw.gateway.store.create_tenant(tenant)
+
+    status, shown = await call(gw, "GET", "/admin/tenants/legacy")
+
+    assert status == 200
+    assert shown["limits"] == {"budgets_usd": {"day": 1e-12}}
+
+
 # Tenants, teams and scopes
 
 
@@ -539,7 +869,7 @@ async def test_tenant_with_active_keys_is_kept(gw: Harness) -> None:
     after_revoke, _ = await call(gw, "DELETE", "/admin/tenants/globex")
 
     assert team_status == 409
-    assert "1 active keys" in team_error["error"]["message"]
+    assert "has 1 active key." in team_error["error"]["message"]
     assert tenant_status == 409
     assert after_revoke == 200
 
@@ -944,3 +1274,108 @@ async def test_admin_route_methods_are_enforced(gw: Harness) -> None:
 
     assert status == 405
     assert body["error"]["code"] == "method_not_allowed"
+
+
+# Name claims in Redis
+
+
+def _store_key(name: str) -> ManagedKey:
+    now = time.time()
+    return ManagedKey(
+        id=new_key_id(),
+        name=name,
+        secrets=(KeySecret(uuid.uuid4().hex * 2),),
+        created=now,
+        updated=now,
+    )
+
+
+@pytest.mark.redis
+async def test_crashed_claim_blocks_until_timeout(prefix: str) -> None:
+    # A claim whose creator died before writing the record: it blocks the
+    # name until it times out, then the name is free.
+    client = redis.asyncio.Redis.from_url(REDIS_URL, decode_responses=True)
+    store = RedisStore(client, prefix=prefix, name_claim_seconds=0.5)
+    try:
+        await client.set(f"{prefix}admin:key-name:ci", "key_crashed", px=500)
+        with pytest.raises(Conflict):
+            await store.create_key(_store_key("ci"))
+        await asyncio.sleep(0.6)
+        created = _store_key("ci")
+        await store.create_key(created)
+        holder = await client.get(f"{prefix}admin:key-name:ci")
+        ttl = await client.pttl(f"{prefix}admin:key-name:ci")
+    finally:
+        await client.aclose()
+
+    assert holder == created.id
+    # A key that exists holds its name for good.
+    assert ttl == -1
+
+
+@pytest.mark.redis
+async def test_stale_claims_taken_over(prefix: str) -> None:
+    client = redis.asyncio.Redis.from_url(REDIS_URL, decode_responses=True)
+    store = RedisStore(client, prefix=prefix)
+    try:
+        # A claim whose key record is gone.
+        await client.set(f"{prefix}admin:key-name:gone", "key_missing")
+        replacement = _store_key("gone")
+        await store.create_key(replacement)
+
+        # A claim left by a revocation that stopped before it released it.
+        revoked = _store_key("left")
+        await store.create_key(revoked)
+        await store.save_key(revoked, replace(revoked, status="revoked"))
+        await client.set(f"{prefix}admin:key-name:left", revoked.id)
+        successor = _store_key("left")
+        await store.create_key(successor)
+
+        # A claim left by a rename that stopped before it released the old
+        # name.
+        renamed = _store_key("before")
+        await store.create_key(renamed)
+        await store.save_key(renamed, replace(renamed, name="after"))
+        await client.set(f"{prefix}admin:key-name:before", renamed.id)
+        reuser = _store_key("before")
+        await store.create_key(reuser)
+
+        # An active key holds its name.
+        with pytest.raises(Conflict):
+            await store.create_key(_store_key("left"))
+        holders = [
+            await client.get(f"{prefix}admin:key-name:{name}")
+            for name in ("gone", "left", "before", "after")
+        ]
+    finally:
+        await client.aclose()
+
+    assert holders == [replacement.id, successor.id, reuser.id, renamed.id]
+
+
+@pytest.mark.redis
+async def test_concurrent_store_creates(prefix: str) -> None:
+    # Five stores with their own connections, as five workers would have.
+    clients = [
+        redis.asyncio.Redis.from_url(REDIS_URL, decode_responses=True) for _ in range(5)
+    ]
+    stores = [RedisStore(client, prefix=prefix) for client in clients]
+    for store in stores:
+        delay_record_writes(store)
+    try:
+        for round_number in range(5):
+            name = f"race-{round_number}"
+            results = await asyncio.gather(
+                *(stores[i % 5].create_key(_store_key(name)) for i in range(50)),
+                return_exceptions=True,
+            )
+            created = [result for result in results if result is None]
+            conflicts = [r for r in results if isinstance(r, Conflict)]
+            assert len(created) == 1, (name, results)
+            assert len(conflicts) == 49, (name, results)
+        keys = await stores[0].list_keys()
+    finally:
+        for client in clients:
+            await client.aclose()
+
+    assert sorted(key.name for key in keys) == [f"race-{i}" for i in range(5)]

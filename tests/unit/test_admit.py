@@ -156,7 +156,7 @@ async def test_request_rejection_names_scope(
     assert error.code == "rate_limit_exceeded"
     assert error.limit_kind == "requests"
     assert error.message.startswith(
-        "Rate limit exceeded for tenant acme: 1 requests per minute."
+        "Rate limit exceeded for tenant acme: 1 request per minute."
     )
     assert error.retry_after == pytest.approx(60)
     assert error.headers["Retry-After"] == "60"
@@ -204,6 +204,32 @@ async def test_quota_rejection_message(
     assert error.headers["Retry-After"] == str(12 * 3600)
 
 
+async def test_rejection_singular_amounts(
+    backend: MemoryBackend, calendar: Calendar
+) -> None:
+    caller = principal(tenant_scope(token_quotas=(("day", 1),)))
+
+    with pytest.raises(QuotaExceeded) as rejected:
+        await admit(backend, caller, 2, calendar=calendar)
+
+    assert rejected.value.message.startswith(
+        "Request too large for tenant acme: it needs 2 tokens but the limit is "
+        "1 token per day."
+    )
+
+    caller = principal(
+        key_scope(tokens_per_minute=12, tokens_per_minute_counts="input")
+    )
+    await admit(backend, caller, 11, calendar=calendar)
+    with pytest.raises(RateLimited) as short:
+        await admit(backend, caller, 2, calendar=calendar)
+
+    assert short.value.message.startswith(
+        "Rate limit exceeded for key ci: 12 input tokens per minute. The request "
+        "needs 2 tokens and 1 token remains."
+    )
+
+
 async def test_budget_rejection_message(
     backend: MemoryBackend, calendar: Calendar
 ) -> None:
@@ -239,7 +265,7 @@ async def test_concurrency_rejection_retries_soon(
     assert rejected.value.limit_kind == "concurrency"
     assert rejected.value.headers["Retry-After"] == "1"
     assert rejected.value.message.startswith(
-        "Concurrency limit exceeded for key ci: 1 requests in flight."
+        "Concurrency limit exceeded for key ci: 1 request in flight."
     )
 
 
@@ -255,7 +281,7 @@ async def test_model_rejection_names_model(
         await admit(backend, caller, 0, model="gpt-4o-mini", calendar=calendar)
 
     assert other.items == ()
-    assert "for tenant acme, model gpt-4o*: 1 requests per minute" in (
+    assert "for tenant acme, model gpt-4o*: 1 request per minute" in (
         rejected.value.message
     )
 

@@ -26,6 +26,7 @@ from aiohttp import web
 from llmgw.admin import schema
 from llmgw.admin.openapi import openapi_document
 from llmgw.admin.records import (
+    KEY_STATUSES,
     KeySecret,
     ManagedKey,
     Team,
@@ -170,12 +171,12 @@ def _expiry(body: dict[str, Any], now: float) -> tuple[bool, float | None]:
             "expires_in_seconds", "set either expires or expires_in_seconds, not both"
         )
     if "expires_in_seconds" in body:
-        seconds = schema.positive_number(
+        seconds = schema.expiry_seconds(
             body["expires_in_seconds"], "expires_in_seconds"
         )
         return True, None if seconds is None else now + seconds
     if "expires" in body:
-        return True, schema.timestamp(body["expires"], "expires")
+        return True, schema.expiry_time(body["expires"], "expires", now)
     return False, None
 
 
@@ -295,6 +296,10 @@ async def list_keys(admin: _Admin) -> web.Response:
             raise InvalidField(
                 name, f"unknown query parameter, expected one of: {expected}"
             )
+    status = query.get("status")
+    if status is not None and status not in KEY_STATUSES:
+        expected = ", ".join(KEY_STATUSES)
+        raise InvalidField("status", f"must be one of {expected}, got {status!r}")
     keys = await admin.store.list_keys()
     for name in _KEY_FILTERS:
         if name in query:
@@ -349,7 +354,7 @@ async def revoke_key(admin: _Admin) -> web.Response:
 @admin_route
 async def rotate_key(admin: _Admin) -> web.Response:
     body = parse_object(await _body(admin, optional=True), "", _ROTATE_FIELDS)
-    grace = schema.non_negative_number(body.get("grace_seconds"), "grace_seconds")
+    grace = schema.grace_seconds(body.get("grace_seconds"), "grace_seconds")
     grace = DEFAULT_GRACE_SECONDS if grace is None else grace
     key = await _get_key(admin)
     if key.status == "revoked":
@@ -411,6 +416,10 @@ async def _active_keys(admin: _Admin, tenant: str, team: str | None = None) -> i
         and key.tenant == tenant
         and (team is None or key.team == team)
     )
+
+
+def _active_keys_text(count: int) -> str:
+    return "1 active key" if count == 1 else f"{count} active keys"
 
 
 async def _get_tenant(admin: _Admin) -> Tenant:
@@ -481,7 +490,8 @@ async def delete_tenant(admin: _Admin) -> web.Response:
     active = await _active_keys(admin, tenant.name)
     if active:
         raise Conflict(
-            f"Tenant {tenant.name!r} has {active} active keys. Revoke them first."
+            f"Tenant {tenant.name!r} has {_active_keys_text(active)}. "
+            f"Revoke {'it' if active == 1 else 'them'} first."
         )
     await admin.store.delete_tenant(tenant.name)
     admin.log("tenant.delete", tenant=tenant.name)
@@ -580,8 +590,9 @@ async def delete_team(admin: _Admin) -> web.Response:
     active = await _active_keys(admin, tenant, team.name)
     if active:
         raise Conflict(
-            f"Team {tenant + '/' + team.name!r} has {active} active keys. "
-            "Revoke them or move them to another team first."
+            f"Team {tenant + '/' + team.name!r} has {_active_keys_text(active)}. "
+            f"Revoke or move {'it' if active == 1 else 'them'} to another team "
+            "first."
         )
     await admin.store.delete_team(tenant, team.name)
     admin.log("team.delete", tenant=tenant, team=team.name)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from llmgw import __version__
+from llmgw.admin.records import KEY_STATUSES
+from llmgw.admin.schema import MAX_EXPIRY_SECONDS, MAX_GRACE_SECONDS, MIN_BUDGET_USD
 
 _JSON = "application/json"
 
@@ -64,13 +66,13 @@ def _path_parameter(name: str, description: str) -> dict[str, Any]:
     }
 
 
-def _query_parameter(name: str, description: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "description": description,
-        "schema": {"type": "string"},
-    }
+def _query_parameter(
+    name: str, description: str, values: tuple[str, ...] | None = None
+) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if values is not None:
+        schema["enum"] = list(values)
+    return {"name": name, "in": "query", "description": description, "schema": schema}
 
 
 _KEY_ID = _path_parameter("key_id", "The key's id, such as key_0123456789abcdef.")
@@ -87,7 +89,12 @@ _PERIOD_MAP_INT = {
 _PERIOD_MAP_USD = {
     "type": "object",
     "properties": {
-        p: {"type": "number", "exclusiveMinimum": 0} for p in ("day", "week", "month")
+        p: {
+            "type": "number",
+            "minimum": MIN_BUDGET_USD,
+            "description": "US dollars, at least one micro-dollar.",
+        }
+        for p in ("day", "week", "month")
     },
     "additionalProperties": False,
 }
@@ -132,8 +139,16 @@ _KEY_FIELDS = {
     "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$"},
     "owner": _nullable({"type": "string"}),
     "team": _nullable({"type": "string"}),
-    "expires": _TIME,
-    "expires_in_seconds": {"type": "number", "exclusiveMinimum": 0},
+    "expires": {
+        **_TIME,
+        "description": "After the current time and at most "
+        f"{MAX_EXPIRY_SECONDS} seconds ({MAX_EXPIRY_SECONDS // 86400} days) ahead.",
+    },
+    "expires_in_seconds": {
+        "type": "number",
+        "exclusiveMinimum": 0,
+        "maximum": MAX_EXPIRY_SECONDS,
+    },
     "models": _MODELS,
     "limits": _nullable(_ref("Limits")),
     "metadata": _nullable(_METADATA),
@@ -161,14 +176,16 @@ _SCHEMAS: dict[str, Any] = {
     "Limits": _LIMITS,
     "Key": {
         "type": "object",
+        "description": "A stored time outside the years 1 to 9999, which versions "
+        "without bounds on time fields accepted, is shown as null.",
         "properties": {
             "id": {"type": "string"},
             "name": {"type": "string"},
             "owner": _nullable({"type": "string"}),
             "tenant": _nullable({"type": "string"}),
             "team": _nullable({"type": "string"}),
-            "created": {"type": "string", "format": "date-time"},
-            "updated": {"type": "string", "format": "date-time"},
+            "created": _TIME,
+            "updated": _TIME,
             "expires": _TIME,
             "expired": {"type": "boolean"},
             "models": _MODELS,
@@ -180,7 +197,7 @@ _SCHEMAS: dict[str, Any] = {
             "max_output_tokens": _nullable({"type": "integer"}),
             "previous_secrets_valid_until": {
                 "type": "array",
-                "items": {"type": "string", "format": "date-time"},
+                "items": _TIME,
                 "description": "When each secret replaced by a rotation stops working.",
             },
             "warnings": {"type": "array", "items": {"type": "string"}},
@@ -218,8 +235,9 @@ _SCHEMAS: dict[str, Any] = {
             "grace_seconds": {
                 "type": "number",
                 "minimum": 0,
+                "maximum": MAX_GRACE_SECONDS,
                 "default": 86400,
-                "description": "How long the replaced secret keeps working.",
+                "description": "Seconds the replaced secret keeps working.",
             }
         },
         "additionalProperties": False,
@@ -372,7 +390,9 @@ def openapi_document() -> dict[str, Any]:
                 parameters=[
                     _query_parameter("tenant", "Only keys of this tenant."),
                     _query_parameter("team", "Only keys of this team."),
-                    _query_parameter("status", "active or revoked."),
+                    _query_parameter(
+                        "status", "Only keys in this status.", KEY_STATUSES
+                    ),
                 ],
             ),
         },

@@ -13,7 +13,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import structlog
+
 from llmgw.limits.spec import LimitSpec
+
+log = structlog.get_logger("llmgw.admin")
 
 KeyStatus = Literal["active", "revoked"]
 KEY_STATUSES: tuple[KeyStatus, ...] = ("active", "revoked")
@@ -199,7 +203,7 @@ def key_from_doc(doc: Mapping[str, Any]) -> ManagedKey:
         team=doc["team"],
         expires=doc["expires"],
         models=_models_from_doc(doc["models"]),
-        limits=parse_limits(doc["limits"], "limits"),
+        limits=parse_limits(doc["limits"], "limits", stored=True),
         metadata=dict(doc["metadata"]),
         status=doc["status"],
         revoked=doc["revoked"],
@@ -227,7 +231,7 @@ def tenant_from_doc(doc: Mapping[str, Any]) -> Tenant:
         created=doc["created"],
         updated=doc["updated"],
         models=_models_from_doc(doc["models"]),
-        limits=parse_limits(doc["limits"], "limits"),
+        limits=parse_limits(doc["limits"], "limits", stored=True),
         metadata=dict(doc["metadata"]),
     )
 
@@ -264,26 +268,54 @@ def _team_as_tenant(team: Team) -> Tenant:
 
 
 def iso_time(ts: float | None) -> str | None:
-    """Format Unix seconds as ISO 8601 UTC text, such as 2026-01-31T12:00:00Z."""
+    """Format Unix seconds as ISO 8601 UTC text, such as 2026-01-31T12:00:00Z.
+
+    Returns None for None and for a time outside the years 1 to 9999, which
+    this text form cannot represent.
+    """
     if ts is None:
         return None
-    text = datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
-    return text.replace("+00:00", "Z")
+    try:
+        moment = datetime.fromtimestamp(ts, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def key_to_api(key: ManagedKey, now: float) -> dict[str, Any]:
-    """Return the key as the admin API shows it: no secret and no digest."""
+    """Return the key as the admin API shows it: no secret and no digest.
+
+    A time that ``iso_time`` cannot render, such as an expiry that a version
+    without bounds stored, is shown as null and logged, so one such record
+    does not break a whole listing.
+    """
     doc = key_to_doc(key)
     del doc["secrets"]
+    unrenderable: dict[str, float] = {}
     for name in ("created", "updated", "expires", "revoked"):
-        doc[name] = iso_time(doc[name])
+        value = doc[name]
+        doc[name] = iso_time(value)
+        if value is not None and doc[name] is None:
+            unrenderable[name] = value
     doc["expired"] = key.expires is not None and now >= key.expires
     # When the secrets replaced by a rotation stop working.
-    doc["previous_secrets_valid_until"] = [
-        iso_time(secret.valid_until)
-        for secret in key.secrets
-        if secret.valid_until is not None and secret.valid_until > now
-    ]
+    doc["previous_secrets_valid_until"] = []
+    for secret in key.secrets:
+        if secret.valid_until is None or secret.valid_until <= now:
+            continue
+        text = iso_time(secret.valid_until)
+        if text is None:
+            unrenderable["previous_secrets_valid_until"] = secret.valid_until
+        doc["previous_secrets_valid_until"].append(text)
+    if unrenderable:
+        log.warning(
+            "admin_time_unrenderable",
+            key_id=key.id,
+            fields=sorted(unrenderable),
+            unix_seconds=unrenderable,
+            message="shown as null. For an active key, set a new expiry or "
+            "rotate the key to replace the stored time",
+        )
     return doc
 
 

@@ -22,15 +22,20 @@ be named "-".
     "<tenant> <key id>" for each secret of a key. A secret in its rotation
     grace expires with it.
 ``P admin:key-name:<name>``
-    The id of the active key with that name, so names stay unique.
+    The id of the key that claimed the name, so names of active keys stay
+    unique. A claim expires after ``NAME_CLAIM_SECONDS`` until the key's
+    record is written, and is then made permanent until the key is revoked
+    or renamed.
 ``P admin:version`` and the channel ``P admin:changes``
     A counter raised by every change, and a message with its new value.
 
 A change writes several keys in order with no transaction, because Redis
 Cluster runs no transaction across slots: the record first, then the
 indexes that point at it, so a reader never finds an index entry whose
-record is missing. A name is claimed with SET NX before the record is
-written.
+record is missing. A name is claimed before the record is written, and a
+claim is taken over only when it is permanent and its key is missing,
+revoked or renamed, so a create or rename in progress always keeps its
+claim.
 
 NOTE: the store connects with ``redis.asyncio.Redis``, a client for one
 server or Sentinel. The layout is ready for Redis Cluster, but a Cluster
@@ -75,6 +80,12 @@ FRESH_SECONDS = 1.0
 
 NO_TENANT = "-"
 
+# How long a name claim lasts before its key's record is written and the
+# claim made permanent. A worker that dies in between blocks the name for
+# at most this long. It is far above the time a write takes, which the
+# client's socket timeout bounds.
+NAME_CLAIM_SECONDS = 30.0
+
 # Deletes KEYS[1] only while it contains ARGV[1], so a key gives up its own
 # name claim and never one that another key has taken since.
 _RELEASE_NAME = """
@@ -83,11 +94,29 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-# Sets KEYS[1] to ARGV[2] only while it contains ARGV[1] ("" for absent).
+# Sets KEYS[1] to ARGV[2] as a claim that expires in ARGV[3] milliseconds,
+# if KEYS[1] is absent or is the permanent claim ARGV[1]. A claim that still
+# expires belongs to a create or rename in progress and is never taken.
 _TAKE_NAME = """
 local holder = redis.call('GET', KEYS[1])
-if (holder or '') == ARGV[1] then
-    redis.call('SET', KEYS[1], ARGV[2])
+if holder == false
+    or (holder == ARGV[1] and redis.call('PTTL', KEYS[1]) == -1) then
+    redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+    return 1
+end
+return 0
+"""
+# Makes the claim of KEYS[1] by ARGV[1] permanent, or claims it if it is
+# absent. Returns 0 when another key has claimed it, because the claim
+# expired before the record was written.
+_CONFIRM_NAME = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+    redis.call('PERSIST', KEYS[1])
+    return 1
+end
+if holder == false then
+    redis.call('SET', KEYS[1], ARGV[1])
     return 1
 end
 return 0
@@ -130,6 +159,7 @@ class RedisStore:
         owns_client: bool = False,
         poll_interval: float = POLL_INTERVAL_SECONDS,
         fresh_seconds: float = FRESH_SECONDS,
+        name_claim_seconds: float = NAME_CLAIM_SECONDS,
     ) -> None:
         if not client.connection_pool.connection_kwargs.get("decode_responses"):
             raise ValueError(
@@ -141,6 +171,7 @@ class RedisStore:
         self._owns_client = owns_client
         self._poll_interval = poll_interval
         self._fresh_seconds = fresh_seconds
+        self._name_claim_ms = max(1, round(name_claim_seconds * 1000))
         self._listeners: list[Callable[[], None]] = []
         self._version: int | None = None
         self._confirmed_at = -float("inf")
@@ -148,6 +179,7 @@ class RedisStore:
         self._closing = False
         self._release_name = client.register_script(_RELEASE_NAME)
         self._take_name = client.register_script(_TAKE_NAME)
+        self._confirm_name = client.register_script(_CONFIRM_NAME)
 
     @classmethod
     def from_url(
@@ -341,41 +373,118 @@ class RedisStore:
             await self._claim_name(key)
             try:
                 await self._write_key(key, removed_secrets=[])
+                await self._keep_name(key)
             except BaseException:
-                await self._release_name(keys=[self._name_key(key.name)], args=[key.id])
+                # The caller never sees the secret, so the key is of no use.
+                await self._undo_create(key)
                 raise
         await self._changed()
 
     async def save_key(self, old: ManagedKey, new: ManagedKey) -> None:
         with _translate_errors("key update"):
             renamed = new.name != old.name
-            if new.status == "active" and renamed:
+            claims_name = new.status == "active" and renamed
+            if claims_name:
                 await self._claim_name(new)
             current = {secret.sha256 for secret in new.secrets}
             removed = [s.sha256 for s in old.secrets if s.sha256 not in current]
-            await self._write_key(new, removed_secrets=removed)
+            try:
+                await self._write_key(new, removed_secrets=removed)
+                if claims_name:
+                    await self._keep_name(new)
+            except BaseException:
+                if claims_name:
+                    await self._undo_rename(old, new)
+                raise
             if old.status == "active" and (renamed or new.status != "active"):
                 await self._release_name(keys=[self._name_key(old.name)], args=[old.id])
         await self._changed()
 
     async def _claim_name(self, key: ManagedKey) -> None:
-        """Claim the key's name, or raise ``Conflict`` if an active key has it.
+        """Claim the key's name, or raise ``Conflict`` if it is taken.
 
-        A claim left by a key that is revoked or missing, as after a crash
-        between the claim and the record's write, is taken over.
+        The claim expires after the name claim time unless ``_keep_name``
+        makes it permanent, so a worker that dies before the record is
+        written blocks the name only that long. A permanent claim is taken
+        over when its key is missing, revoked or renamed, as after a crash
+        between a record's write and the release of its old name. A claim
+        that still expires is never taken over, because its key's record may
+        not be written yet.
         """
         name_key = self._name_key(key.name)
-        if await self._client.set(name_key, key.id, nx=True):
+        if await self._client.set(name_key, key.id, nx=True, px=self._name_claim_ms):
             return
-        holder = _text(await self._client.get(name_key))
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.get(name_key)
+            pipe.pttl(name_key)
+            holder, ttl_ms = await pipe.execute()
+        holder = _text(holder)
         if holder == key.id:
             return
         if holder is not None:
+            if ttl_ms != -1:
+                raise self._name_claimed(key.name, holder)
             other = await self.get_key(holder)
-            if other is not None and other.status == "active":
+            if (
+                other is not None
+                and other.status == "active"
+                and other.name == key.name
+            ):
                 raise name_taken(key.name, holder)
-        if not await self._take_name(keys=[name_key], args=[holder or "", key.id]):
-            raise name_taken(key.name, "unknown")
+        args: list[str | int] = [holder or "", key.id, self._name_claim_ms]
+        if not await self._take_name(keys=[name_key], args=args):
+            raise self._name_claimed(key.name, "unknown")
+
+    async def _keep_name(self, key: ManagedKey) -> None:
+        """Make the key's claim on its name permanent, once its record is written.
+
+        Raises ``Conflict`` if the claim expired first and another key took it.
+        """
+        name_key = self._name_key(key.name)
+        if not await self._confirm_name(keys=[name_key], args=[key.id]):
+            holder = _text(await self._client.get(name_key))
+            raise self._name_claimed(key.name, holder or "unknown")
+
+    def _name_claimed(self, name: str, holder: str) -> Conflict:
+        seconds = self._name_claim_ms / 1000
+        return Conflict(
+            f"Another request is creating or renaming a key named {name!r} (id "
+            f"{holder}). Choose another name, or retry in {seconds:g} seconds in "
+            "case that request failed."
+        )
+
+    async def _undo_create(self, key: ManagedKey) -> None:
+        """Delete what a failed create wrote: the indexes first, then the
+        record, then the name claim. Logs and returns if Redis fails."""
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for secret in key.secrets:
+                    pipe.delete(self._secret_key(secret.sha256))
+                pipe.delete(self._key_id_key(key.id))
+                pipe.hdel(self._keys_key(key.tenant), key.id)
+                await pipe.execute()
+            await self._release_name(keys=[self._name_key(key.name)], args=[key.id])
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            log.warning(
+                "admin_key_create_undo_failed",
+                key_id=key.id,
+                key_name=key.name,
+                error=repr(exc),
+            )
+
+    async def _undo_rename(self, old: ManagedKey, new: ManagedKey) -> None:
+        """Write back the record from before a failed rename and give up the
+        new name's claim. Logs and returns if Redis fails."""
+        try:
+            await self._write_key(old, removed_secrets=[])
+            await self._release_name(keys=[self._name_key(new.name)], args=[new.id])
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            log.warning(
+                "admin_key_rename_undo_failed",
+                key_id=old.id,
+                key_name=old.name,
+                error=repr(exc),
+            )
 
     async def _write_key(self, key: ManagedKey, removed_secrets: list[str]) -> None:
         location = f"{key.tenant or NO_TENANT} {key.id}"

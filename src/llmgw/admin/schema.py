@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from llmgw.config import PERIODS, SCOPE_NAME, SCOPE_NAME_RULE, TOKEN_COUNTS
@@ -27,6 +27,15 @@ MAX_METADATA_KEY_LENGTH = 128
 MAX_METADATA_VALUE_LENGTH = 1024
 MAX_OWNER_LENGTH = 256
 MAX_MODEL_GLOBS = 256
+
+# How far ahead an expiry may be, and how long a secret replaced by a
+# rotation may keep working. Both keep every stored time within the years
+# that ISO 8601 text and Python's datetime can represent.
+MAX_EXPIRY_SECONDS = 3650 * 86400
+MAX_GRACE_SECONDS = 30 * 86400
+# The gateway counts money in whole micro-dollars, so a smaller budget
+# rounds to 0 and would reject every request.
+MIN_BUDGET_USD = 0.000001
 
 _MODEL_LIMIT_FIELDS = (
     "requests_per_minute",
@@ -112,8 +121,34 @@ def positive_number(value: object, path: str) -> float | None:
     return _number(value, path, allow_zero=False)
 
 
-def non_negative_number(value: object, path: str) -> float | None:
-    return _number(value, path, allow_zero=True)
+def _days(seconds: float) -> str:
+    return f"{seconds / 86400:g} days"
+
+
+def expiry_seconds(value: object, path: str) -> float | None:
+    """Check a time to live in seconds: above 0 and at most MAX_EXPIRY_SECONDS."""
+    if value is None:
+        return None
+    bound = f"{MAX_EXPIRY_SECONDS} ({_days(MAX_EXPIRY_SECONDS)})"
+    reason = f"must be a number of seconds above 0 and at most {bound}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidField(path, f"{reason}, got {_describe(value)}")
+    if not math.isfinite(value) or not 0 < value <= MAX_EXPIRY_SECONDS:
+        raise InvalidField(path, f"{reason}, got {_describe(value)}")
+    return float(value)
+
+
+def grace_seconds(value: object, path: str) -> float | None:
+    """Check a rotation grace in seconds: 0 to MAX_GRACE_SECONDS."""
+    if value is None:
+        return None
+    bound = f"{MAX_GRACE_SECONDS} ({_days(MAX_GRACE_SECONDS)})"
+    reason = f"must be a number of seconds from 0 to at most {bound}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidField(path, f"{reason}, got {_describe(value)}")
+    if not math.isfinite(value) or not 0 <= value <= MAX_GRACE_SECONDS:
+        raise InvalidField(path, f"{reason}, got {_describe(value)}")
+    return float(value)
 
 
 def optional_string(value: object, path: str, max_length: int) -> str | None:
@@ -199,18 +234,43 @@ def timestamp(value: object, path: str) -> float | None:
     return parsed.timestamp()
 
 
-def parse_limits(value: object, path: str) -> LimitSpec:
-    """Parse limits in the config file's shape. null means no limits."""
+def expiry_time(value: object, path: str, now: float) -> float | None:
+    """Parse an expiry: a timestamp after ``now`` and at most
+    MAX_EXPIRY_SECONDS later."""
+    expires = timestamp(value, path)
+    if expires is None:
+        return None
+    if expires <= now or expires - now > MAX_EXPIRY_SECONDS:
+        latest = datetime.fromtimestamp(now + MAX_EXPIRY_SECONDS, UTC)
+        latest_text = latest.isoformat(timespec="seconds").replace("+00:00", "Z")
+        reason = (
+            f"must be in the future and at most {_days(MAX_EXPIRY_SECONDS)} ahead "
+            f"(no later than {latest_text}), got {_describe(value)}"
+        )
+        raise InvalidField(path, reason)
+    return expires
+
+
+def parse_limits(value: object, path: str, *, stored: bool = False) -> LimitSpec:
+    """Parse limits in the config file's shape. null means no limits.
+
+    ``stored`` is for records read back from the admin store: it accepts the
+    budgets below MIN_BUDGET_USD that versions without the minimum stored,
+    so that such a record still loads.
+    """
     if value is None:
         return LimitSpec()
     data = parse_object(value, path, _LIMIT_FIELDS)
-    return _limit_spec(
-        data, path, _model_limits(data.get("models"), _join(path, "models"))
-    )
+    min_budget = 0.0 if stored else MIN_BUDGET_USD
+    models = _model_limits(data.get("models"), _join(path, "models"), min_budget)
+    return _limit_spec(data, path, min_budget, models)
 
 
 def _limit_spec(
-    data: Mapping[str, Any], path: str, models: tuple[tuple[str, LimitSpec], ...] = ()
+    data: Mapping[str, Any],
+    path: str,
+    min_budget: float,
+    models: tuple[tuple[str, LimitSpec], ...] = (),
 ) -> LimitSpec:
     counts = data.get("tokens_per_minute_counts")
     counts_path = _join(path, "tokens_per_minute_counts")
@@ -233,7 +293,9 @@ def _limit_spec(
         token_quotas=_token_quotas(
             data.get("token_quotas"), _join(path, "token_quotas")
         ),
-        budgets_usd=_budgets(data.get("budgets_usd"), _join(path, "budgets_usd")),
+        budgets_usd=_budgets(
+            data.get("budgets_usd"), _join(path, "budgets_usd"), min_budget
+        ),
         models=models,
     )
 
@@ -250,19 +312,31 @@ def _token_quotas(value: object, path: str) -> tuple[tuple[Period, int], ...]:
     return tuple(quotas)
 
 
-def _budgets(value: object, path: str) -> tuple[tuple[Period, float], ...]:
+def _budgets(
+    value: object, path: str, min_budget: float
+) -> tuple[tuple[Period, float], ...]:
     if value is None:
         return ()
     data = parse_object(value, path, PERIODS)
     budgets: list[tuple[Period, float]] = []
     for period in PERIODS:
-        budget = positive_number(data.get(period), _join(path, period))
-        if budget is not None:
-            budgets.append((period, budget))
+        period_path = _join(path, period)
+        budget = positive_number(data.get(period), period_path)
+        if budget is None:
+            continue
+        if budget < min_budget:
+            reason = (
+                f"must be at least {min_budget:f} USD (one micro-dollar, the "
+                f"smallest amount the gateway counts), got {_describe(budget)}"
+            )
+            raise InvalidField(period_path, reason)
+        budgets.append((period, budget))
     return tuple(budgets)
 
 
-def _model_limits(value: object, path: str) -> tuple[tuple[str, LimitSpec], ...]:
+def _model_limits(
+    value: object, path: str, min_budget: float
+) -> tuple[tuple[str, LimitSpec], ...]:
     if value is None:
         return ()
     if not isinstance(value, dict):
@@ -276,5 +350,5 @@ def _model_limits(value: object, path: str) -> tuple[tuple[str, LimitSpec], ...]
         if not glob:
             raise InvalidField(entry_path, "the model-name glob must not be empty")
         data = parse_object(limits, entry_path, _MODEL_LIMIT_FIELDS)
-        entries.append((glob, _limit_spec(data, entry_path)))
+        entries.append((glob, _limit_spec(data, entry_path, min_budget)))
     return tuple(entries)

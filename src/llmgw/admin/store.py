@@ -64,7 +64,11 @@ class Store(Protocol):
         ...
 
     async def create_key(self, key: ManagedKey) -> None:
-        """Store a new key. Raises ``Conflict`` if an active key has its name."""
+        """Store a new key.
+
+        Raises ``Conflict`` if an active key has its name, or if another
+        create or rename to that name is in progress.
+        """
         ...
 
     async def get_key(self, key_id: str) -> ManagedKey | None: ...

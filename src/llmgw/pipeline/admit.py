@@ -147,6 +147,11 @@ def _applicable_specs(
     return specs
 
 
+def _plural(amount: float, noun: str) -> str:
+    """Return ``noun`` for an amount of exactly 1, else its plural in -s."""
+    return noun if amount == 1 else f"{noun}s"
+
+
 def _format_usd(micro_usd: int | Decimal) -> str:
     value = Decimal(micro_usd) / MICRO_USD_PER_USD
     text = f"{value:f}"
@@ -177,11 +182,8 @@ def _spec_items(
     if spec.requests_per_minute is not None:
         limit = spec.requests_per_minute
         bucket = Bucket.per_minute(f"{base}:requests", "requests", limit, tag)
-        items.append(
-            Reserved(
-                Charge(bucket, 1.0), "requests", label, f"{limit} requests per minute"
-            )
-        )
+        text = f"{limit} {_plural(limit, 'request')} per minute"
+        items.append(Reserved(Charge(bucket, 1.0), "requests", label, text))
     if spec.tokens_per_minute is not None:
         limit = spec.tokens_per_minute
         counts = spec.tokens_per_minute_counts
@@ -191,16 +193,16 @@ def _spec_items(
             "total": estimate.input_tokens + estimate.output_tokens,
         }[counts]
         bucket = Bucket.per_minute(f"{base}:tokens", "tokens", limit, tag)
-        text = f"{limit} tokens per minute"
+        tokens_text = f"{limit} {_plural(limit, 'token')}"
         if counts != "total":
-            text = f"{limit} {counts} tokens per minute"
+            tokens_text = f"{limit} {counts} {_plural(limit, 'token')}"
+        text = f"{tokens_text} per minute"
         items.append(Reserved(Charge(bucket, float(amount)), counts, label, text))
     if spec.max_concurrent_requests is not None:
         limit = spec.max_concurrent_requests
         concurrency = ConcurrencyLimit(f"concurrency:{base}", limit, tag)
-        items.append(
-            Reserved(Lease(concurrency), "slot", label, f"{limit} requests in flight")
-        )
+        text = f"{limit} {_plural(limit, 'request')} in flight"
+        items.append(Reserved(Lease(concurrency), "slot", label, text))
     for period, tokens in spec.token_quotas:
         window = calendar.window(period)
         quota = PeriodLimit(
@@ -211,7 +213,7 @@ def _spec_items(
             tag,
         )
         amount = estimate.input_tokens + estimate.output_tokens
-        text = f"{tokens} tokens per {period}"
+        text = f"{tokens} {_plural(tokens, 'token')} per {period}"
         items.append(Reserved(Reserve(quota, amount), "total", label, text))
     for period, usd in spec.budgets_usd:
         window = calendar.window(period)
@@ -308,11 +310,12 @@ def _describe_amount(reserved: Reserved, amount: float) -> str:
     if reserved.measure == "cost":
         return f"{_format_usd(Decimal(amount))} USD"
     if reserved.measure == "requests":
-        return f"{amount:g} requests"
+        return f"{amount:g} {_plural(amount, 'request')}"
     if reserved.measure == "slot":
-        return f"{amount:g} requests in flight"
+        return f"{amount:g} {_plural(amount, 'request')} in flight"
     # A bucket refills continuously, so only whole tokens are shown.
-    return f"{math.floor(amount)} tokens"
+    tokens = math.floor(amount)
+    return f"{tokens} {_plural(tokens, 'token')}"
 
 
 def _reset_time(reserved: Reserved, calendar: Calendar) -> str:
@@ -327,6 +330,8 @@ def _rejection(
     headers = ratelimit_headers(admission.states)
     needed = _describe_amount(reserved, shortfall.requested)
     left = _describe_amount(reserved, max(0.0, shortfall.remaining))
+    # The verb agrees with the amount as shown, which rounds tokens down.
+    remain = "remains" if left.split(" ", 1)[0] == "1" else "remain"
     item = reserved.item
     if isinstance(item, Charge):
         limit_kind = item.bucket.kind
@@ -363,7 +368,7 @@ def _rejection(
     if isinstance(item, Reserve):
         message = (
             f"{title}: {reserved.limit_text}. The request needs {needed} and "
-            f"{left} remain. The {limit_kind} resets at "
+            f"{left} {remain}. The {limit_kind} resets at "
             f"{_reset_time(reserved, calendar)}."
         )
     elif isinstance(item, Lease) or reserved.measure == "requests":
@@ -374,7 +379,7 @@ def _rejection(
     else:
         message = (
             f"{title}: {reserved.limit_text}. The request needs {needed} and "
-            f"{left} remain. Please try again in {format_duration(retry_after)}."
+            f"{left} {remain}. Please try again in {format_duration(retry_after)}."
         )
     return error_class(
         message, limit_kind=limit_kind, retry_after=retry_after, headers=headers
