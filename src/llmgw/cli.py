@@ -29,8 +29,8 @@ from llmgw.config import (
     load_config,
     price_warnings,
 )
-from llmgw.ledger.report import render
-from llmgw.ledger.sink import open_sink
+from llmgw.ledger.report import FORMATS, parse_time, render
+from llmgw.ledger.sink import GROUP_COLUMNS, open_sink
 from llmgw.observability.logging import configure_logging
 
 log = structlog.get_logger("llmgw.cli")
@@ -209,26 +209,45 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(args.file)
-    print(
-        f"{args.file}: OK ({len(config.providers)} providers, {len(config.models)} "
-        f"models, {len(config.keys)} keys, {len(config.tenants)} tenants)"
+    counts = ", ".join(
+        f"{count} {noun if count == 1 else noun + 's'}"
+        for count, noun in (
+            (len(config.providers), "provider"),
+            (len(config.models), "model"),
+            (len(config.keys), "key"),
+            (len(config.tenants), "tenant"),
+        )
     )
+    print(f"{args.file}: OK ({counts})")
     for warning in price_warnings(config):
         print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 
-async def _usage(config: Config, by: str, fmt: str) -> str:
+async def _usage(config: Config, args: argparse.Namespace) -> str:
     sink = open_sink(config.ledger.sink, table=config.ledger.table)
     await sink.open()
     try:
-        rows = await sink.totals(by)
+        rows = await sink.totals(args.by, since=args.since, until=args.until)
     finally:
         await sink.close()
-    return render(rows, fmt)
+    return render(rows, args.format, group_label=args.by)
+
+
+def _report_time(text: str) -> float:
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
+    if args.since is not None and args.until is not None and args.since >= args.until:
+        print(
+            "error: --since must be earlier than --until, which is exclusive",
+            file=sys.stderr,
+        )
+        return 2
     config = load_config(args.config) if args.config else default_config().config
     sink = config.ledger.sink
     if sink.startswith("sqlite:///"):
@@ -242,7 +261,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
             )
             return 1
     try:
-        print(asyncio.run(_usage(config, args.by, args.format)), end="")
+        print(asyncio.run(_usage(config, args)), end="")
     except Exception as exc:
         # A sink that is down or a database that does not exist: one line,
         # no traceback. The message names no password (drivers omit it).
@@ -294,8 +313,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     usage = commands.add_parser("usage", help="print usage totals from the ledger sink")
     usage.add_argument("--config", help="YAML configuration file naming the sink")
-    usage.add_argument("--by", choices=["key", "tenant", "model", "day"], default="key")
-    usage.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    usage.add_argument(
+        "--by",
+        choices=list(GROUP_COLUMNS),
+        default="key",
+        help="group by key name, tenant, requested model or UTC day (default: key)",
+    )
+    usage.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="table",
+        help="aligned columns, a JSON array of objects or CSV (default: table)",
+    )
+    usage.add_argument(
+        "--since",
+        type=_report_time,
+        metavar="TIME",
+        help="count requests that arrived at or after TIME: an ISO 8601 date "
+        "or date and time, UTC unless it has an offset",
+    )
+    usage.add_argument(
+        "--until",
+        type=_report_time,
+        metavar="TIME",
+        help="count requests that arrived before TIME (exclusive), in the same form",
+    )
     usage.set_defaults(func=cmd_usage)
 
     keys = commands.add_parser(

@@ -24,6 +24,8 @@ import pytest
 import redis
 
 from llmgw.config import load_config
+from llmgw.ledger.record import UsageRecord
+from llmgw.ledger.sink import Sink
 from llmgw.pipeline.authenticate import KeyStore
 
 LLMGW = [sys.executable, "-m", "llmgw.cli"]
@@ -154,6 +156,158 @@ def test_usage_without_ledger_is_an_error(tmp_path: Path) -> None:
     assert not (tmp_path / "ledger.db").exists()
 
 
+USAGE_TS = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+
+
+def usage_record(request_id: str, ts: float, **changes: object) -> UsageRecord:
+    values: dict[str, object] = {
+        "request_id": request_id,
+        "ts": ts,
+        "route": "/v1/chat/completions",
+        "key_name": "ci",
+        "tenant": "acme",
+        "model": "smollm2",
+        "provider": "local",
+        "upstream_model": "smollm2",
+        "input_tokens": 100,
+        "output_tokens": 20,
+    }
+    values.update(changes)
+    return UsageRecord(**values)  # type: ignore[arg-type]
+
+
+def run_usage(
+    tmp_path: Path, sink_url: str, table: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    config = tmp_path / "usage.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""\
+            ledger: {{sink: '{sink_url}', table: {table}}}
+            providers:
+              - {{name: p, kind: openai-compatible, base_url: 'http://127.0.0.1:9/v1'}}
+            models:
+              - {{name: m, provider: p}}
+            """
+        )
+    )
+    return subprocess.run(
+        [*LLMGW, "usage", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def test_usage_reports_cost_in_every_format(
+    tmp_path: Path, sink: Sink, sink_url: str, ledger_table: str
+) -> None:
+    await sink.write(
+        [
+            usage_record("r1", USAGE_TS, cost_usd=0.0125, cache_write_tokens=60),
+            usage_record("r2", USAGE_TS + 3600, cost_usd=0.000375),
+            usage_record("r3", USAGE_TS + 86_400, key_name="dev", cost_usd=1.25),
+        ]
+    )
+
+    as_json = run_usage(tmp_path, sink_url, ledger_table, "--format", "json")
+    as_csv = run_usage(tmp_path, sink_url, ledger_table, "--format", "csv")
+    as_table = run_usage(tmp_path, sink_url, ledger_table)
+
+    assert as_json.returncode == 0, as_json.stderr
+    rows = orjson.loads(as_json.stdout)
+    assert [row["group"] for row in rows] == ["ci", "dev"]
+    assert rows[0] == {
+        "group": "ci",
+        "requests": 2,
+        "input_tokens": 200,
+        "output_tokens": 40,
+        "cached_tokens": 0,
+        "reasoning_tokens": 0,
+        "estimated_requests": 0,
+        "errors": 0,
+        "cache_write_tokens": 60,
+        "cost_usd": 0.012875,
+    }
+    assert rows[1]["cost_usd"] == 1.25
+    assert as_csv.returncode == 0, as_csv.stderr
+    lines = as_csv.stdout.splitlines()
+    assert lines[0].endswith(",errors,cache_write_tokens,cost_usd")
+    assert lines[1] == "ci,2,200,40,0,0,0,0,60,0.012875"
+    assert lines[2].endswith(",0,1.250000")
+    assert as_table.returncode == 0, as_table.stderr
+    header, first, second = as_table.stdout.splitlines()
+    assert header.split()[0] == "key"
+    assert header.split()[-2:] == ["cache_write_tokens", "cost_usd"]
+    assert first.split()[-2:] == ["60", "0.012875"]
+    assert second.split()[-1] == "1.250000"
+
+
+async def test_usage_since_until_window(
+    tmp_path: Path, sink: Sink, sink_url: str, ledger_table: str
+) -> None:
+    await sink.write(
+        [
+            usage_record("r1", USAGE_TS, cost_usd=0.0125),
+            usage_record("r2", USAGE_TS + 3600, cost_usd=0.000375),
+            usage_record("r3", USAGE_TS + 86_400, cost_usd=1.25),
+        ]
+    )
+
+    def report(*window: str) -> list[dict[str, Any]]:
+        result = run_usage(
+            tmp_path, sink_url, ledger_table, "--format", "json", *window
+        )
+        assert result.returncode == 0, result.stderr
+        rows: list[dict[str, Any]] = orjson.loads(result.stdout)
+        return rows
+
+    # 23:00+01:00 is 22:00 UTC, and a time without an offset is UTC.
+    first_hour = report(
+        "--since", "2023-11-14T23:00:00+01:00", "--until", "2023-11-14T23:00:00"
+    )
+    # A date is midnight UTC at its start, and --until is exclusive.
+    first_day = report("--since", "2023-11-14", "--until", "2023-11-15")
+    from_second_day = report("--since", "2023-11-15")
+    until_r2 = report("--until", "2023-11-14T23:13:20Z")
+    before_any = report("--until", "2023-11-14")
+
+    assert first_hour[0]["requests"] == 1
+    assert first_hour[0]["cost_usd"] == 0.0125
+    assert first_day[0]["requests"] == 2
+    assert first_day[0]["cost_usd"] == 0.012875
+    assert from_second_day[0]["requests"] == 1
+    assert from_second_day[0]["cost_usd"] == 1.25
+    assert until_r2[0]["requests"] == 1
+    assert before_any == []
+
+
+@pytest.mark.parametrize(
+    ("window", "message"),
+    [
+        (["--since", "yesterday"], "argument --since: invalid time 'yesterday'"),
+        (["--until", "2023-02-30"], "argument --until: invalid time '2023-02-30'"),
+        (
+            ["--since", "2023-11-15", "--until", "2023-11-15T00:00:00Z"],
+            "--since must be earlier than --until",
+        ),
+    ],
+)
+def test_usage_rejects_bad_window(
+    tmp_path: Path, window: list[str], message: str
+) -> None:
+    config = write_config(tmp_path, free_port(), None)
+    result = subprocess.run(
+        [*LLMGW, "usage", "--config", str(config), *window],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_check_config_names_line_and_path(tmp_path: Path) -> None:
     config = write_config(tmp_path, free_port(), None)
     line = len(config.read_text().splitlines()) + 1
@@ -163,6 +317,16 @@ def test_check_config_names_line_and_path(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert f"{config}:{line}: policies.max_output_tokens" in result.stderr
+
+
+def test_check_config_counts_singular(tmp_path: Path) -> None:
+    config = write_config(tmp_path, free_port(), None)
+    result = subprocess.run(
+        [*LLMGW, "check-config", str(config)], capture_output=True, text=True
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{config}: OK (1 provider, 1 model, 1 key, 0 tenants)\n"
 
 
 @pytest.mark.redis

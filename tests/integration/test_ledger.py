@@ -6,6 +6,8 @@ import asyncio
 import csv
 import io
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, cast
 
 import orjson
@@ -14,7 +16,7 @@ import pytest
 from llmgw.errors import BackendUnavailable
 from llmgw.ledger.drain import LedgerDrainer
 from llmgw.ledger.record import UsageRecord
-from llmgw.ledger.report import render
+from llmgw.ledger.report import parse_time, render
 from llmgw.ledger.sink import TOTALS_COLUMNS, Sink, TotalsRow, open_sink
 from llmgw.limits.base import Backend, LedgerEntry
 
@@ -234,8 +236,22 @@ async def test_two_writers_share_one_store(sink_url: str, ledger_table: str) -> 
 async def test_totals_by_key_model_day(sink: Sink) -> None:
     await sink.write(
         [
-            make_record("r1", key_name="ci", model="smollm2", input_tokens=10),
-            make_record("r2", key_name="ci", model="gpt-4o", ts=DAY_2, status=429),
+            make_record(
+                "r1",
+                key_name="ci",
+                model="smollm2",
+                input_tokens=10,
+                cache_write_tokens=6,
+                cost_usd=0.0125,
+            ),
+            make_record(
+                "r2",
+                key_name="ci",
+                model="gpt-4o",
+                ts=DAY_2,
+                status=429,
+                cost_usd=0.000375,
+            ),
             make_record(
                 "r3",
                 key_name="dev",
@@ -271,12 +287,16 @@ async def test_totals_by_key_model_day(sink: Sink) -> None:
         reasoning_tokens=0,
         estimated_requests=0,
         errors=1,
+        cache_write_tokens=6,
+        cost_usd=Decimal("0.012875"),
     )
     assert by_key[1]["estimated_requests"] == 1
     assert by_key[1]["cached_tokens"] == 4
     assert by_key[1]["reasoning_tokens"] == 3
     assert by_key[2]["errors"] == 1
+    assert by_key[2]["cost_usd"] == Decimal("0.000000")
     assert by_model["smollm2"]["requests"] == 2
+    assert by_model["smollm2"]["cost_usd"] == Decimal("0.012500")
     assert by_model["gpt-4o"]["requests"] == 1
     assert by_day["2023-11-14"]["requests"] == 3
     assert by_day["2023-11-15"]["requests"] == 1
@@ -308,6 +328,78 @@ async def test_totals_time_bounds(sink: Sink) -> None:
     assert until[0]["requests"] == 1
 
 
+async def test_totals_time_bounds_cost(sink: Sink) -> None:
+    await sink.write(
+        [
+            make_record("r1", ts=DAY_1, cost_usd=0.25),
+            make_record("r2", ts=DAY_2, cost_usd=0.5, cache_write_tokens=7),
+            make_record("r3", ts=DAY_2 + 10, cost_usd=1.0),
+        ]
+    )
+
+    window = await sink.totals("key", since=DAY_2, until=DAY_2 + 10)
+    empty = await sink.totals("key", since=DAY_2 + 20)
+
+    assert len(window) == 1
+    assert window[0]["requests"] == 1
+    assert window[0]["cost_usd"] == Decimal("0.500000")
+    assert window[0]["cache_write_tokens"] == 7
+    assert empty == []
+
+
+async def test_totals_cost_sums_exactly(sink: Sink) -> None:
+    # 100 requests of one token at 0.125 USD per million tokens cost 12.5
+    # micro-dollars, which rounds half up to 13. Summed as floats they give
+    # 1.2499999999999977e-05, which would round to 12.
+    cheap = [
+        make_record(f"cheap-{i}", key_name="cheap", cost_usd=1.25e-7)
+        for i in range(100)
+    ]
+    # Ten times 0.1 is 0.9999999999999999 in floats.
+    tenths = [
+        make_record(f"tenth-{i}", key_name="tenths", cost_usd=0.1) for i in range(10)
+    ]
+    await sink.write([*cheap, *tenths])
+
+    by_key = totals_by_group(await sink.totals("key"))
+
+    assert by_key["cheap"]["cost_usd"] == Decimal("0.000013")
+    assert by_key["tenths"]["cost_usd"] == Decimal("1.000000")
+    assert str(by_key["tenths"]["cost_usd"]) == "1.000000"
+
+
+async def test_totals_cost_beyond_int64_picodollars(sink: Sink) -> None:
+    # 9.3 million USD is more than 2**63 picodollars, so a single integer
+    # SUM of picodollars would overflow in SQLite.
+    await sink.write(
+        [make_record(f"r{i}", cost_usd=3_100_000.123456) for i in range(3)]
+    )
+
+    (row,) = await sink.totals("key")
+
+    assert row["cost_usd"] == Decimal("9300000.370368")
+
+
+def test_parse_time_date_is_utc_midnight() -> None:
+    assert parse_time("2023-11-14") == datetime(2023, 11, 14, tzinfo=UTC).timestamp()
+
+
+def test_parse_time_without_offset_is_utc() -> None:
+    assert parse_time("2023-11-14T22:13:20") == DAY_1
+
+
+def test_parse_time_with_offset_or_z() -> None:
+    assert parse_time("2023-11-14T23:13:20+01:00") == DAY_1
+    assert parse_time("2023-11-14T22:13:20Z") == DAY_1
+    assert parse_time("2023-11-14T17:13:20.000-05:00") == DAY_1
+
+
+@pytest.mark.parametrize("text", ["", "yesterday", "2023-13-01", "14/11/2023"])
+def test_parse_time_rejects_invalid(text: str) -> None:
+    with pytest.raises(ValueError, match=f"invalid time {text!r}: expected an ISO"):
+        parse_time(text)
+
+
 async def test_totals_rejects_unknown_grouping(sink: Sink) -> None:
     with pytest.raises(ValueError, match="invalid totals grouping 'user'"):
         await sink.totals("user")
@@ -337,6 +429,8 @@ ROWS = [
         reasoning_tokens=0,
         estimated_requests=1,
         errors=0,
+        cache_write_tokens=800,
+        cost_usd=Decimal("0.012340"),
     ),
     TotalsRow(
         group=None,
@@ -347,36 +441,62 @@ ROWS = [
         reasoning_tokens=0,
         estimated_requests=0,
         errors=1,
+        cache_write_tokens=0,
+        cost_usd=Decimal("0.000000"),
     ),
+]
+
+# The documented keys of ``llmgw usage --format json``, in order. Scripts
+# read them, so a change here breaks them.
+REPORT_KEYS = [
+    "group",
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "estimated_requests",
+    "errors",
+    "cache_write_tokens",
+    "cost_usd",
 ]
 
 
 def test_render_json_has_exact_keys() -> None:
     parsed = orjson.loads(render(ROWS, "json"))
 
-    assert [list(row) for row in parsed] == [list(TOTALS_COLUMNS)] * 2
+    assert list(TOTALS_COLUMNS) == REPORT_KEYS
+    assert [list(row) for row in parsed] == [REPORT_KEYS] * 2
     assert parsed[0]["input_tokens"] == 1200
+    assert parsed[0]["cache_write_tokens"] == 800
+    assert parsed[0]["cost_usd"] == 0.01234
     assert parsed[1]["group"] is None
+    assert parsed[1]["cost_usd"] == 0
 
 
 def test_render_csv_header_and_rows() -> None:
     lines = list(csv.reader(io.StringIO(render(ROWS, "csv"))))
 
-    assert lines[0] == list(TOTALS_COLUMNS)
-    assert lines[1] == ["ci", "2", "1200", "30", "0", "0", "1", "0"]
+    assert lines[0] == REPORT_KEYS
+    assert lines[1] == ["ci", "2", "1200", "30", "0", "0", "1", "0", "800", "0.012340"]
     assert lines[2][0] == ""
+    assert lines[2][-1] == "0.000000"
 
 
 def test_render_table_aligns_columns() -> None:
     lines = render(ROWS, "table", group_label="key").splitlines()
 
-    assert lines[0].split() == ["key", *TOTALS_COLUMNS[1:]]
+    assert lines[0].split() == ["key", *REPORT_KEYS[1:]]
     assert lines[1].split()[:3] == ["ci", "2", "1200"]
+    assert lines[1].split()[-2:] == ["800", "0.012340"]
     assert lines[2].split()[0] == "(none)"
     # Counts are right-aligned under their header.
     header_end = lines[0].index("input_tokens") + len("input_tokens")
     assert lines[1][header_end - 4 : header_end] == "1200"
     assert lines[2][header_end - 1] == "0"
+    assert lines[0].endswith("cost_usd")
+    assert lines[1].endswith("0.012340")
+    assert lines[2].endswith("0.000000")
 
 
 def test_render_rejects_unknown_format() -> None:

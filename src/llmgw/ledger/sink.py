@@ -15,6 +15,7 @@ import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Protocol, TypedDict
 
 from llmgw.ledger.record import UsageRecord
@@ -28,7 +29,11 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
 class TotalsRow(TypedDict):
-    """Usage summed over the records of one group."""
+    """Usage summed over the records of one group.
+
+    The keys are the columns of ``llmgw usage`` in every format. New keys go
+    last, so that CSV columns keep their positions.
+    """
 
     group: str | None  # None for records without a key, tenant or model
     requests: int
@@ -38,9 +43,22 @@ class TotalsRow(TypedDict):
     reasoning_tokens: int
     estimated_requests: int  # records whose token counts are estimates
     errors: int  # records with status >= 400
+    cache_write_tokens: int
+    # US dollars, summed exactly and then rounded half up to 6 decimals.
+    cost_usd: Decimal
 
 
 TOTALS_COLUMNS: tuple[str, ...] = tuple(TotalsRow.__annotations__)
+
+# Each record's cost_usd is summed as whole picodollars (1e-12 USD). A whole
+# number of picodollars is the exact cost of any token count at a price with
+# up to 6 decimals in US dollars per million tokens. Reading it back from the
+# stored double is exact below 1,000 USD per record, and above that off by
+# less than 1e-15 of the record's cost. A float SUM would add rounding errors
+# that grow with the number of records.
+PICO_USD_PER_USD = 10**12
+_PICO_USD_PER_MICRO_USD = 10**6
+COST_DECIMALS = Decimal("0.000001")
 
 
 class Sink(Protocol):
@@ -175,6 +193,12 @@ def totals_query(
         # SUM of BIGINT is NUMERIC in PostgreSQL: cast back to an integer.
         return f"CAST(COALESCE(SUM({expression}), 0) AS BIGINT)"
 
+    # Each record's cost in picodollars is split into whole micro-dollars
+    # and the picodollars left over, and each part is summed on its own. A
+    # single sum of picodollars would overflow SQLite's 64-bit integers above
+    # 9.2 million USD. Both dialects truncate integer division toward zero,
+    # so the two parts always add up to the record's cost.
+    pico_usd = f"CAST(ROUND(cost_usd * {PICO_USD_PER_USD}) AS BIGINT)"
     query = f"""
         SELECT {column},
                COUNT(*),
@@ -183,7 +207,10 @@ def totals_query(
                {total("cached_tokens")},
                {total("reasoning_tokens")},
                {total("CASE WHEN estimated THEN 1 ELSE 0 END")},
-               {total("CASE WHEN status >= 400 THEN 1 ELSE 0 END")}
+               {total("CASE WHEN status >= 400 THEN 1 ELSE 0 END")},
+               {total("cache_write_tokens")},
+               {total(f"{pico_usd} / {_PICO_USD_PER_MICRO_USD}")},
+               {total(f"{pico_usd} % {_PICO_USD_PER_MICRO_USD}")}
         FROM {table}
         {where}
         GROUP BY {column}
@@ -207,11 +234,19 @@ def totals_rows(rows: Sequence[Sequence[Any]]) -> list[TotalsRow]:
             reasoning_tokens=int(row[5]),
             estimated_requests=int(row[6]),
             errors=int(row[7]),
+            cache_write_tokens=int(row[8]),
+            cost_usd=_usd(int(row[9]) * _PICO_USD_PER_MICRO_USD + int(row[10])),
         )
         for row in rows
     ]
     result.sort(key=lambda row: (row["group"] is None, row["group"] or ""))
     return result
+
+
+def _usd(pico_usd: int) -> Decimal:
+    """Convert picodollars to US dollars rounded half up to 6 decimals."""
+    usd = Decimal(pico_usd) / PICO_USD_PER_USD
+    return usd.quantize(COST_DECIMALS, ROUND_HALF_UP)
 
 
 def open_sink(url: str, *, table: str = DEFAULT_TABLE) -> Sink:
