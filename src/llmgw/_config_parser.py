@@ -87,6 +87,7 @@ _SERVER_KEYS = (
     "shutdown_timeout",
 )
 _REDIS_KEYS = ("url", "key_prefix", "on_unavailable")
+MIN_BUDGET_USD = 0.000001
 _LEDGER_KEYS = ("sink", "table", "claim_idle_seconds")
 _LOGGING_KEYS = ("level", "log_prompts")
 _PROVIDER_KEYS = (
@@ -784,8 +785,18 @@ class _Parser:
         budgets: list[tuple[Period, float]] = []
         for period in PERIODS:
             value = self.positive_number(section, period)
-            if value is not None:
-                budgets.append((period, value))
+            if value is None:
+                continue
+            # Budgets are kept in whole micro-dollars, so a smaller one would
+            # round to zero and reject every request.
+            if value < MIN_BUDGET_USD:
+                node = section.values[period]
+                reason = (
+                    f"must be at least {MIN_BUDGET_USD} USD (one micro-dollar), "
+                    f"got {value:g}"
+                )
+                raise self.error(node, section.child(period), reason)
+            budgets.append((period, value))
         return tuple(budgets)
 
     def model_limits(self, section: _Section) -> tuple[tuple[str, LimitSpec], ...]:

@@ -1858,3 +1858,17 @@ def test_no_budget_no_warning() -> None:
     )
 
     assert price_warnings(config) == []
+
+
+def test_budget_below_one_micro_dollar_rejected() -> None:
+    text = (
+        "keys:\n"
+        "  - {name: a, key: sk-aaaaaaaaaaaa,"
+        " limits: {budgets_usd: {day: 0.000000000001}}}\n"
+    )
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text, "llmgw.yaml", environ={})
+    error = raised.value
+    assert error.path == "keys[0].limits.budgets_usd.day"
+    assert error.line == 2
+    assert "one micro-dollar" in error.reason
