@@ -19,6 +19,7 @@ from typing import Any
 import anthropic
 import pytest
 from anthropic.types import MessageParam, ToolParam
+from anthropic.types.beta import BetaMessageParam, BetaTextBlockParam, BetaToolParam
 
 from llmgw.protocols.anthropic import parse_messages_request
 from llmgw.protocols.anthropic_prompt import prompt_messages
@@ -275,6 +276,161 @@ def test_tool_definition_gives_well_formed_reply(
     else:
         assert row["estimated"] == 0
         assert row["input_tokens"] == message.usage.input_tokens
+
+
+# A request in the form Claude Code sends: system and user content as text
+# blocks with cache_control, beta names in anthropic-beta, tools whose
+# schemas name JSON Schema draft 7, metadata.user_id and a stream. The texts
+# are short so that the request fits the test model's input cap.
+CLAUDE_CODE_BETAS = [
+    "claude-code-20250219",
+    "interleaved-thinking-2025-05-14",
+    "fine-grained-tool-streaming-2025-05-14",
+]
+CLAUDE_CODE_SYSTEM: list[BetaTextBlockParam] = [
+    {
+        "type": "text",
+        "text": "You are Claude Code, Anthropic's official CLI for Claude.",
+        "cache_control": {"type": "ephemeral"},
+    },
+    {
+        "type": "text",
+        "text": "You are an interactive CLI tool. Answer in one short line.",
+        "cache_control": {"type": "ephemeral"},
+    },
+]
+CLAUDE_CODE_MESSAGES: list[BetaMessageParam] = [
+    {
+        "role": "user",
+        "content": [
+            {
+                "type": "text",
+                "text": "<system-reminder>The folder is /tmp.</system-reminder>",
+            },
+            {
+                "type": "text",
+                "text": "Say hello.",
+                "cache_control": {"type": "ephemeral"},
+            },
+        ],
+    }
+]
+CLAUDE_CODE_TOOLS: list[BetaToolParam] = [
+    {
+        "name": "Read",
+        "description": "Read a file from the local filesystem.",
+        "input_schema": {
+            "type": "object",
+            "properties": {
+                "file_path": {
+                    "type": "string",
+                    "description": "The absolute path of the file.",
+                }
+            },
+            "required": ["file_path"],
+            "additionalProperties": False,
+            "$schema": "http://json-schema.org/draft-07/schema#",
+        },
+    }
+]
+
+
+# The turn after a tool call: the assistant's tool_use without text, then the
+# tool_result (its content as text blocks) with the next user text.
+CLAUDE_CODE_TOOL_TURN: list[BetaMessageParam] = [
+    *CLAUDE_CODE_MESSAGES,
+    {
+        "role": "assistant",
+        "content": [
+            {
+                "type": "tool_use",
+                "id": "toolu_01",
+                "name": "Read",
+                "input": {"file_path": "/tmp/notes.txt"},
+            }
+        ],
+    },
+    {
+        "role": "user",
+        "content": [
+            {
+                "type": "tool_result",
+                "tool_use_id": "toolu_01",
+                "content": [
+                    {"type": "text", "text": "1\thello"},
+                    {"type": "text", "text": "2\tworld"},
+                ],
+            },
+            {
+                "type": "text",
+                "text": "Summarize the file.",
+                "cache_control": {"type": "ephemeral"},
+            },
+        ],
+    },
+]
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [CLAUDE_CODE_MESSAGES, CLAUDE_CODE_TOOL_TURN],
+    ids=["first-turn", "tool-turn"],
+)
+def test_claude_code_request_streams(
+    start_gateway: StartGateway, messages: list[BetaMessageParam]
+) -> None:
+    gateway = start_gateway()
+
+    events: list[Any] = []
+    with (
+        sdk_client(gateway) as client,
+        client.beta.messages.stream(
+            model=MODEL_NAME,
+            # Claude Code's default, which the model's output cap lowers.
+            max_tokens=32000,
+            system=CLAUDE_CODE_SYSTEM,
+            messages=messages,
+            tools=CLAUDE_CODE_TOOLS,
+            metadata={"user_id": "user_e2e_account__session_e2e"},
+            betas=CLAUDE_CODE_BETAS,
+            extra_body=GREEDY,
+        ) as stream,
+    ):
+        for event in stream:
+            if event.type in RAW_EVENT_TYPES:
+                events.append(event)
+        message = stream.get_final_message()
+        request_id = stream.request_id
+
+    types = [event.type for event in events]
+    assert types[0] == "message_start"
+    assert types[-2:] == ["message_delta", "message_stop"]
+    assert types.count("content_block_start") == types.count("content_block_stop")
+    assert types.count("content_block_start") >= 1
+    assert events[0].message.usage.input_tokens > 0
+    assert events[-2].usage.output_tokens > 0
+    assert events[-2].delta.stop_reason in STOP_REASONS
+
+    assert message.content
+    for block in message.content:
+        assert block.type in ("text", "tool_use")
+        if block.type == "tool_use":
+            assert block.name == "Read"
+            assert isinstance(block.input, dict)
+    assert 0 < message.usage.output_tokens <= MAX_OUTPUT_TOKENS
+
+    rows = stop_and_read_ledger(gateway)
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["request_id"] == request_id
+    assert row["route"] == "/v1/messages"
+    assert row["status"] == 200
+    assert row["streamed"] == 1
+    assert row["model"] == MODEL_NAME
+    assert row["input_tokens"] == events[0].message.usage.input_tokens
+    assert row["output_tokens"] == message.usage.output_tokens
+    assert row["client_aborted"] == 0
+    assert row["error_type"] is None
 
 
 def test_count_tokens_matches_local_count(start_gateway: StartGateway) -> None:

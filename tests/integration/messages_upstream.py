@@ -195,6 +195,12 @@ class MessagesUpstream:
 def _anthropic_error(behaviour: str) -> web.Response | None:
     errors = {
         "error-400": (400, "invalid_request_error", "messages: roles must alternate"),
+        "error-401": (401, "authentication_error", "invalid x-api-key"),
+        "error-403": (
+            403,
+            "permission_error",
+            "Your API key does not have permission to use the specified resource.",
+        ),
         "error-429": (429, "rate_limit_error", "Number of requests has exceeded"),
         "error-529": (529, "overloaded_error", "Overloaded"),
     }

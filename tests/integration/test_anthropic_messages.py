@@ -473,6 +473,85 @@ async def test_tool_result_round_trip_translated(gw: Harness) -> None:
     assert sent[2] == {"role": "tool", "tool_call_id": "toolu_1", "content": "Sunny"}
 
 
+async def test_text_blocks_sent_as_strings(gw: Harness) -> None:
+    """Claude Code sends the system prompt and user content as text blocks
+    with cache_control. Servers such as llama.cpp take only strings there."""
+    cached: Any = {"type": "ephemeral"}
+    history: list[Any] = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "<system-reminder>x</system-reminder>"},
+                {"type": "text", "text": "Weather?", "cache_control": cached},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": [
+                {
+                    "type": "tool_use",
+                    "id": "toolu_1",
+                    "name": "get_weather",
+                    "input": {"city": "Paris"},
+                }
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_1",
+                    "content": [
+                        {"type": "text", "text": "Sunny"},
+                        {"type": "text", "text": "21 C"},
+                    ],
+                },
+                {"type": "text", "text": "And tomorrow?", "cache_control": cached},
+            ],
+        },
+    ]
+    async with gw.client() as client:
+        message = await client.messages.create(
+            model="small",
+            max_tokens=100,
+            system=[
+                {
+                    "type": "text",
+                    "text": "You are Claude Code.",
+                    "cache_control": cached,
+                },
+                {"type": "text", "text": "Be brief."},
+            ],
+            messages=history,
+            tools=[WEATHER_TOOL],
+            extra_headers={"anthropic-beta": "claude-code-20250219"},
+        )
+
+    assert message.stop_reason == "end_turn"
+    sent = gw.upstream.requests[-1].body["messages"]
+    assert sent == [
+        {"role": "system", "content": "You are Claude Code.\nBe brief."},
+        {"role": "user", "content": "<system-reminder>x</system-reminder>\nWeather?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "id": "toolu_1",
+                    "type": "function",
+                    "function": {
+                        "name": "get_weather",
+                        "arguments": '{"city":"Paris"}',
+                    },
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "Sunny\n21 C"},
+        {"role": "user", "content": "And tomorrow?"},
+    ]
+
+
 async def test_stream_answered_with_json_is_sent_as_stream(gw: Harness) -> None:
     body = {"model": "small", "max_tokens": 100, "messages": HELLO, "stream": True}
     response = await gw.post(
@@ -799,11 +878,56 @@ async def test_native_overloaded_raises_sdk_error(gw: Harness) -> None:
 async def test_openai_upstream_error_translated(gw: Harness) -> None:
     body = {"model": "small", "max_tokens": 10, "messages": HELLO}
     response = await gw.post(MESSAGES, body, headers={BEHAVIOUR_HEADER: "error-401"})
-    assert response.status == 401
+    # The upstream's 401 rejects the gateway's provider key, not the client's.
+    assert response.status == 502
+    assert response.headers["x-should-retry"] == "false"
     error = await anthropic_error_of(response)
-    assert error["type"] == "authentication_error"
+    assert error["type"] == "api_error"
+    assert "Provider 'mock'" in error["message"]
+    assert "HTTP 401" in error["message"]
     assert PROVIDER_KEY not in error["message"]
     assert "<redacted>" in error["message"]
+    [row] = await gw.ledger_rows()
+    assert row["status"] == 502
+    assert row["error_type"] == "upstream_http_401"
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_native_rejected_credentials_are_502(gw: Harness, status: int) -> None:
+    async with gw.client() as client:
+        with pytest.raises(anthropic.InternalServerError) as caught:
+            await client.messages.create(
+                model="claude-sonnet",
+                max_tokens=10,
+                messages=HELLO,
+                extra_headers={BEHAVIOUR_HEADER: f"error-{status}"},
+            )
+    assert caught.value.status_code == 502
+    assert caught.value.response.headers["x-should-retry"] == "false"
+    body: Any = caught.value.body
+    assert body["type"] == "error"
+    assert body["error"]["type"] == "api_error"
+    message = body["error"]["message"]
+    assert "Provider 'claude'" in message
+    assert f"HTTP {status}" in message
+    upstream_message = "invalid x-api-key" if status == 401 else "does not have"
+    assert upstream_message in message
+    assert ANTHROPIC_PROVIDER_KEY not in message
+    [row] = await gw.ledger_rows()
+    assert row["status"] == 502
+    assert row["error_type"] == f"upstream_http_{status}"
+    assert (row["input_tokens"], row["output_tokens"]) == (0, 0)
+
+
+async def test_count_tokens_native_rejected_credentials(gw: Harness) -> None:
+    body = {"model": "claude-sonnet", "messages": HELLO}
+    response = await gw.post(
+        COUNT_TOKENS, body, headers={BEHAVIOUR_HEADER: "error-401"}
+    )
+    assert response.status == 502
+    error = await anthropic_error_of(response)
+    assert error["type"] == "api_error"
+    assert "Provider 'claude'" in error["message"]
 
 
 async def test_openai_upstream_429_keeps_retry_after(gw: Harness) -> None:

@@ -28,6 +28,7 @@ from llmgw.protocols.translate_anthropic import (
 )
 from llmgw.protocols.translate_anthropic_request import (
     DEFAULT_MAX_TOKENS,
+    TEXT_SEPARATOR,
     ChatTranslation,
     anthropic_to_openai_request,
     anthropic_tool_id,
@@ -129,7 +130,7 @@ def test_anthropic_system_string_leads() -> None:
     assert messages[1] == {"role": "user", "content": "Hi"}
 
 
-def test_anthropic_system_blocks_become_parts() -> None:
+def test_anthropic_system_blocks_become_string() -> None:
     system = [
         {
             "type": "text",
@@ -141,11 +142,49 @@ def test_anthropic_system_blocks_become_parts() -> None:
     messages = to_openai(system=system).body["messages"]
     assert messages[0] == {
         "role": "system",
-        "content": [
-            {"type": "text", "text": "You are Claude Code."},
-            {"type": "text", "text": "Be brief."},
-        ],
+        "content": "You are Claude Code.\nBe brief.",
     }
+    assert TEXT_SEPARATOR == "\n"
+
+
+def test_anthropic_user_text_blocks_become_string() -> None:
+    content = [
+        {"type": "text", "text": "<system-reminder>Be kind.</system-reminder>"},
+        {
+            "type": "text",
+            "text": "Say hi.",
+            "cache_control": {"type": "ephemeral"},
+        },
+    ]
+    messages = to_openai(messages=[{"role": "user", "content": content}]).body[
+        "messages"
+    ]
+    assert messages == [
+        {
+            "role": "user",
+            "content": "<system-reminder>Be kind.</system-reminder>\nSay hi.",
+        }
+    ]
+
+
+def test_anthropic_plain_text_document_joins_text() -> None:
+    content = [
+        {
+            "type": "document",
+            "source": {"type": "text", "media_type": "text/plain", "data": "notes"},
+        },
+        {"type": "text", "text": "Summarize."},
+    ]
+    messages = to_openai(messages=[{"role": "user", "content": content}]).body[
+        "messages"
+    ]
+    assert messages == [{"role": "user", "content": "notes\nSummarize."}]
+
+
+def test_anthropic_single_system_block_keeps_text() -> None:
+    system = [{"type": "text", "text": "Line one.\n\nLine two.\n"}]
+    messages = to_openai(system=system).body["messages"]
+    assert messages[0] == {"role": "system", "content": "Line one.\n\nLine two.\n"}
 
 
 def test_anthropic_empty_system_is_dropped() -> None:
@@ -218,15 +257,8 @@ def test_anthropic_tool_turns() -> None:
             ],
         },
         {"role": "tool", "tool_call_id": "toolu_A", "content": "18 C"},
-        {
-            "role": "tool",
-            "tool_call_id": "toolu_B",
-            "content": [
-                {"type": "text", "text": "21 C"},
-                {"type": "text", "text": "sunny"},
-            ],
-        },
-        {"role": "user", "content": [{"type": "text", "text": "Which is warmer?"}]},
+        {"role": "tool", "tool_call_id": "toolu_B", "content": "21 C\nsunny"},
+        {"role": "user", "content": "Which is warmer?"},
     ]
 
 
@@ -246,11 +278,11 @@ def test_anthropic_tool_use_without_text() -> None:
     turns = tool_turns()
     turns[1]["content"] = turns[1]["content"][2:3]
     assistant = to_openai(messages=turns[:2]).body["messages"][1]
-    assert assistant["content"] is None
+    assert assistant["content"] == ""
     assert [call["id"] for call in assistant["tool_calls"]] == ["toolu_A"]
 
 
-def test_anthropic_assistant_text_blocks_become_parts() -> None:
+def test_anthropic_assistant_text_blocks_become_string() -> None:
     assistant = {
         "role": "assistant",
         "content": [{"type": "text", "text": "One."}, {"type": "text", "text": "Two."}],
@@ -258,10 +290,16 @@ def test_anthropic_assistant_text_blocks_become_parts() -> None:
     messages = to_openai(messages=[{"role": "user", "content": "x"}, assistant]).body[
         "messages"
     ]
-    assert messages[1] == {
-        "role": "assistant",
-        "content": [{"type": "text", "text": "One."}, {"type": "text", "text": "Two."}],
-    }
+    assert messages[1] == {"role": "assistant", "content": "One.\nTwo."}
+
+
+def test_anthropic_empty_tool_result_is_empty_string() -> None:
+    turns = tool_turns()[:2]
+    turns[1]["content"] = turns[1]["content"][2:3]
+    result = {"type": "tool_result", "tool_use_id": "toolu_A", "content": []}
+    turns.append({"role": "user", "content": [result]})
+    messages = to_openai(messages=turns).body["messages"]
+    assert messages[2] == {"role": "tool", "tool_call_id": "toolu_A", "content": ""}
 
 
 def test_anthropic_thinking_only_message_is_dropped() -> None:
@@ -360,7 +398,7 @@ def test_tool_result_image_moves_to_user() -> None:
     assert messages[2] == {
         "role": "tool",
         "tool_call_id": "toolu_A",
-        "content": [{"type": "text", "text": "Screenshot:"}],
+        "content": "Screenshot:",
     }
     assert messages[3] == {
         "role": "user",

@@ -6,6 +6,11 @@ order. Both formats are reduced to one canonical form, a list of turns
 (system, user, assistant) of items, so each step is compared with the
 original and not only the end of the trip.
 
+The translation to OpenAI joins the texts of a message whose content is only
+text into one string, with ``TEXT_SEPARATOR``. ``joined=True`` applies that
+normalization to a canonical form, and only the steps that end in an OpenAI
+request are compared with the joined form of the original.
+
 Streams: an OpenAI chunk stream translated to Anthropic events and back
 keeps the text, reasoning, tool calls, finish reason and usage.
 """
@@ -23,6 +28,7 @@ from llmgw.protocols.anthropic import IMAGE_MEDIA_TYPES, parse_messages_request
 from llmgw.protocols.openai import parse_chat_request
 from llmgw.protocols.sse import SSEParser
 from llmgw.protocols.translate_anthropic_request import (
+    TEXT_SEPARATOR,
     anthropic_to_openai_request,
     openai_to_anthropic_request,
 )
@@ -65,13 +71,41 @@ def add_turn(turns: Turns, speaker: str, items: list[tuple[Any, ...]]) -> None:
 # Canonical forms.
 
 
-def canonical_anthropic(body: dict[str, Any]) -> Turns:
+def joined_items(items: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Apply the translation's text joining to the items of one message.
+
+    Text and image items are the message's content: if they are all text,
+    they become one text item in the place of the first. The texts of a
+    tool result become one text.
+    """
+    content = [item for item in items if item[0] in ("text", "image")]
+    joined: list[tuple[Any, ...]] = []
+    only_text = all(item[0] == "text" for item in content)
+    for item in items:
+        if item[0] == "tool_result":
+            joined.append(("tool_result", item[1], (TEXT_SEPARATOR.join(item[2]),)))
+        elif item[0] == "text" and only_text:
+            if item is content[0]:
+                text = TEXT_SEPARATOR.join(text for _, text in content)
+                joined.append(("text", text))
+        else:
+            joined.append(item)
+    return joined
+
+
+def canonical_anthropic(body: dict[str, Any], *, joined: bool = False) -> Turns:
+    """Return the canonical turns of a Messages request.
+
+    ``joined`` applies ``joined_items`` to the system prompt and to each
+    message.
+    """
     turns: Turns = []
     system = body.get("system")
     if isinstance(system, str):
         add_turn(turns, "system", [("text", system)])
     elif system:
-        add_turn(turns, "system", [("text", block["text"]) for block in system])
+        blocks: list[tuple[Any, ...]] = [("text", block["text"]) for block in system]
+        add_turn(turns, "system", joined_items(blocks) if joined else blocks)
 
     for message in body["messages"]:
         content = message["content"]
@@ -99,11 +133,15 @@ def canonical_anthropic(body: dict[str, Any]) -> Turns:
                     else tuple(item["text"] for item in result)
                 )
                 items.append(("tool_result", block["tool_use_id"], texts))
-        add_turn(turns, message["role"], items)
+        add_turn(turns, message["role"], joined_items(items) if joined else items)
     return turns
 
 
-def canonical_openai(messages: list[dict[str, Any]]) -> Turns:
+def canonical_openai(messages: list[dict[str, Any]], *, joined: bool = False) -> Turns:
+    """Return the canonical turns of Chat Completions messages.
+
+    ``joined`` applies ``joined_items`` to each message.
+    """
     turns: Turns = []
     for message in messages:
         role = message["role"]
@@ -114,11 +152,14 @@ def canonical_openai(messages: list[dict[str, Any]]) -> Turns:
                 if isinstance(content, str)
                 else tuple(part["text"] for part in content or [])
             )
-            add_turn(turns, "user", [("tool_result", message["tool_call_id"], texts)])
+            result = [("tool_result", message["tool_call_id"], texts)]
+            add_turn(turns, "user", joined_items(result) if joined else result)
             continue
 
         items: list[tuple[Any, ...]] = []
-        if isinstance(content, str):
+        # The translation to OpenAI sends "" for an assistant message with
+        # only tool calls, so "" counts as no text, as None does.
+        if isinstance(content, str) and content:
             items.append(("text", content))
         for part in content if isinstance(content, list) else []:
             if part["type"] == "text":
@@ -131,8 +172,19 @@ def canonical_openai(messages: list[dict[str, Any]]) -> Turns:
             arguments = json.loads(function["arguments"])
             items.append(("tool_call", call["id"], function["name"], arguments))
         speaker = "system" if role in ("system", "developer") else role
-        add_turn(turns, speaker, items)
+        add_turn(turns, speaker, joined_items(items) if joined else items)
     return turns
+
+
+def text_only_arrays(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return the messages whose content is an array of text parts only,
+    which the translation to OpenAI must send as a string."""
+    return [
+        message
+        for message in messages
+        if isinstance(message.get("content"), list)
+        and all(part["type"] == "text" for part in message["content"])
+    ]
 
 
 # Anthropic conversations.
@@ -257,9 +309,10 @@ def normalized_tool_choice(body: dict[str, Any]) -> dict[str, Any]:
 @PROPERTY_SETTINGS
 @given(anthropic_bodies())
 def test_anthropic_openai_anthropic_round_trip(body: dict[str, Any]) -> None:
-    original = canonical_anthropic(body)
+    original = canonical_anthropic(body, joined=True)
     translation = anthropic_to_openai_request(parse_messages_request(body))
     assert translation.tool_names == {}
+    assert text_only_arrays(translation.body["messages"]) == []
     assert canonical_openai(translation.body["messages"]) == original
 
     back = openai_to_anthropic_request(parse_chat_request(translation.body))
@@ -383,7 +436,10 @@ def test_openai_anthropic_openai_round_trip(body: dict[str, Any]) -> None:
     assert canonical_anthropic(anthropic_body) == original
 
     back = anthropic_to_openai_request(parse_messages_request(anthropic_body))
-    assert canonical_openai(back.body["messages"]) == original
+    assert text_only_arrays(back.body["messages"]) == []
+    assert canonical_openai(back.body["messages"]) == canonical_openai(
+        body["messages"], joined=True
+    )
     assert back.body["max_tokens"] == body["max_completion_tokens"]
     assert back.body["tools"] == body["tools"]
     assert back.body.get("tool_choice", "auto") == body["tool_choice"]

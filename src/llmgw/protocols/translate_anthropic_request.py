@@ -37,6 +37,17 @@ _DATA_URL: Final = re.compile(
 )
 _EMPTY_SCHEMA: Final = {"type": "object", "properties": {}}
 
+# The separator between the texts of a message whose content is only text,
+# which goes upstream as one string. Some OpenAI-compatible servers accept
+# only strings. llama-cpp-python's server (checked with 0.3.36) rejects a
+# system message with content parts, and its chat templates fail on text
+# parts in user messages. vLLM joins the text parts of a message with "\n"
+# before it applies a chat template that takes string content
+# (``_parse_chat_message_content_parts`` in vllm/entrypoints/chat_utils.py).
+# With the same separator, a model gets the same prompt from both kinds of
+# server.
+TEXT_SEPARATOR: Final = "\n"
+
 
 @dataclass(frozen=True, slots=True)
 class ChatTranslation:
@@ -81,15 +92,19 @@ def anthropic_to_openai_request(
 ) -> ChatTranslation:
     """Translate a Messages request to a Chat Completions request.
 
-    - ``system`` becomes one leading system message: a string stays a
-      string, text blocks become text parts.
+    - ``system`` becomes one leading system message with string content.
+      Text blocks are joined with ``TEXT_SEPARATOR``.
+    - Every translated message whose content is only text gets a string,
+      its texts joined with ``TEXT_SEPARATOR``: the user message, the tool
+      messages and the assistant message. Content with images or PDF
+      documents stays an array of parts.
     - A user message's ``tool_result`` blocks become ``tool`` messages,
       placed before the rest of its content, which becomes a user message.
       Images and documents inside a tool result move to that user message,
       because OpenAI tool messages carry only text. ``is_error`` is dropped.
-    - An assistant message's text blocks become ``content`` (a string for one
-      block, text parts for several) and its ``tool_use`` blocks become
-      ``tool_calls``, so text that followed a tool call moves before it.
+    - An assistant message's text blocks become ``content`` and its
+      ``tool_use`` blocks become ``tool_calls``, so text that followed a
+      tool call moves before it. A message without text has the content ``""``.
     - Images become ``image_url`` parts (base64 as a data URL), PDF and
       plain-text documents become ``file`` and text parts.
     - Thinking blocks and the ``thinking`` option are dropped, because their
@@ -241,8 +256,15 @@ def _openai_system_message(
         return None
     if isinstance(system, str):
         return {"role": "system", "content": system} if system else None
-    parts = [{"type": "text", "text": block["text"]} for block in system]
-    return {"role": "system", "content": parts} if parts else None
+    text = TEXT_SEPARATOR.join(block["text"] for block in system)
+    return {"role": "system", "content": text} if text else None
+
+
+def _openai_content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """Return content parts as one string if they are all text, else as they are."""
+    if all(part["type"] == "text" for part in parts):
+        return TEXT_SEPARATOR.join(part["text"] for part in parts)
+    return parts
 
 
 def _openai_user_messages(
@@ -273,14 +295,14 @@ def _openai_user_messages(
 
     parts = moved_parts + parts
     if parts:
-        messages.append({"role": "user", "content": parts})
+        messages.append({"role": "user", "content": _openai_content(parts)})
     return messages
 
 
 def _openai_tool_result(
     block: dict[str, Any], path: str
-) -> tuple[str | list[dict[str, Any]], list[dict[str, Any]]]:
-    """Return a tool result's text parts, and its other parts (images and
+) -> tuple[str, list[dict[str, Any]]]:
+    """Return a tool result's text, and its other parts (images and
     documents), which the user message after the tool messages carries."""
     content = block.get("content")
     if content is None:
@@ -288,13 +310,15 @@ def _openai_tool_result(
     if isinstance(content, str):
         return content, []
 
-    texts: list[dict[str, Any]] = []
+    texts: list[str] = []
     moved: list[dict[str, Any]] = []
     for number, item in enumerate(content):
         part = _openai_part(item, f"{path}.content.{number}")
-        (texts if part["type"] == "text" else moved).append(part)
-    # An empty content array is invalid for OpenAI, an empty string is not.
-    return texts or "", moved
+        if part["type"] == "text":
+            texts.append(part["text"])
+        else:
+            moved.append(part)
+    return TEXT_SEPARATOR.join(texts), moved
 
 
 def _openai_part(block: dict[str, Any], path: str) -> dict[str, Any]:
@@ -357,13 +381,13 @@ def _openai_assistant_message(
 
     if not texts and not tool_calls:
         return None
-    message: dict[str, Any] = {"role": "assistant"}
-    if len(texts) == 1:
-        message["content"] = texts[0]
-    elif texts:
-        message["content"] = [{"type": "text", "text": text} for text in texts]
-    else:
-        message["content"] = None
+    # A message without text gets the content "", because llama-cpp-python's
+    # server (checked with 0.3.36) rejects null, and chat templates that read
+    # the field fail when it is absent.
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": TEXT_SEPARATOR.join(texts),
+    }
     if tool_calls:
         message["tool_calls"] = tool_calls
     return message
