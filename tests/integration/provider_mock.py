@@ -390,6 +390,8 @@ class ProviderMock:
         scenario = scenario_of(model)
         if scenario.startswith("error-"):
             return self._gemini_error(int(scenario.removeprefix("error-")))
+        if scenario == "invalid-key":
+            return self._gemini_invalid_key()
         if method == "batchEmbedContents":
             return self._gemini_embeddings(seen.json())
         if method == "streamGenerateContent":
@@ -410,6 +412,31 @@ class ProviderMock:
                 }
             }
         return web.json_response(body, status=status)
+
+    def _gemini_invalid_key(self) -> web.Response:
+        """The Gemini API's response to an invalid API key: 400, not 401."""
+        message = error_message("Gemini", 400, GEMINI_KEY)
+        body = {
+            "error": {
+                "code": 400,
+                "message": message,
+                "status": "INVALID_ARGUMENT",
+                "details": [
+                    {
+                        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                        "reason": "API_KEY_INVALID",
+                        "domain": "googleapis.com",
+                        "metadata": {"service": "generativelanguage.googleapis.com"},
+                    },
+                    {
+                        "@type": "type.googleapis.com/google.rpc.LocalizedMessage",
+                        "locale": "en-US",
+                        "message": message,
+                    },
+                ],
+            }
+        }
+        return web.json_response(body, status=400)
 
     def _gemini_embeddings(self, body: dict[str, Any]) -> web.Response:
         embeddings = []

@@ -236,7 +236,7 @@ async def test_prompt_over_input_cap_names_both_numbers(gw: Harness) -> None:
 
 async def test_upstream_error_carries_limit_headers(gw: Harness) -> None:
     response = await gw.post(CHAT, chat_body(user="error"), key=LIMITED_KEY)
-    assert response.status == 401
+    assert response.status == 502
     assert response.headers["x-ratelimit-limit-requests"] == "2"
     assert response.headers["x-ratelimit-remaining-requests"] == "1"
 
@@ -285,18 +285,25 @@ async def test_token_bucket_reserves_and_refunds(gw: Harness) -> None:
 
 
 async def test_upstream_error_keeps_status_and_hides_key(gw: Harness) -> None:
+    # The upstream's 401 rejects the gateway's provider key, not the client's.
     response = await gw.post(CHAT, chat_body(user="error"))
-    assert response.status == 401
+    assert response.status == 502
+    assert response.headers["x-should-retry"] == "false"
     text = await response.text()
     assert PROVIDER_KEY not in text
-    assert "invalid_api_key" in text
+    error = await error_of(response)
+    assert error["type"] == "upstream_error"
+    assert error["code"] == "upstream_authentication_failed"
+    assert "Provider 'mock'" in error["message"]
+    assert "HTTP 401" in error["message"]
+    assert "Incorrect API key provided: <redacted>" in error["message"]
 
     overloaded = await gw.post(CHAT, chat_body(user="overloaded"))
     assert overloaded.status == 503
     assert overloaded.headers["Retry-After"] == "7"
 
     rows = await gw.ledger_rows()
-    assert [r["status"] for r in rows] == [401, 503]
+    assert [r["status"] for r in rows] == [502, 503]
     assert rows[0]["error_type"] == "upstream_http_401"
     # Failed upstream calls bill nothing, as the providers do.
     assert [(r["input_tokens"], r["output_tokens"]) for r in rows] == [(0, 0), (0, 0)]

@@ -1,6 +1,7 @@
 """Upstream errors of every adapter reach OpenAI clients in OpenAI's shape,
 with the right status and the retry hints, and without the provider's
-credentials."""
+credentials. A provider that rejects the gateway's own credentials gives
+502 on every route, so that no client takes it for a rejected gateway key."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 
 from tests.integration.provider_harness import (
+    DEV_KEY,
     MESSAGES,
     ProviderHarness,
     requires_fixtures,
@@ -29,7 +32,13 @@ from tests.integration.provider_mock import (
 pytestmark = requires_fixtures
 
 CHAT = "/v1/chat/completions"
+ANTHROPIC_MESSAGES = "/v1/messages"
 SECRETS = (ANTHROPIC_KEY, GEMINI_KEY, AWS_SECRET_ACCESS_KEY, MISTRAL_KEY, AZURE_KEY)
+# Providers whose mock echoes the gateway's credential in its error message.
+ECHOING_PROVIDERS = frozenset(
+    {"anthropic", "gemini", "bedrock", "mistral", "azure", "azure-v1"}
+)
+PROVIDERS = ("anthropic", "gemini", "bedrock", "mistral", "vllm", "ollama", "azure")
 
 
 @pytest.fixture
@@ -50,7 +59,6 @@ class ErrorCase:
 
 ERROR_CASES = [
     ErrorCase("anthropic", 400, 400, "invalid_request_error", None),
-    ErrorCase("anthropic", 401, 401, "authentication_error", "invalid_api_key"),
     ErrorCase(
         "anthropic",
         429,
@@ -168,7 +176,8 @@ async def test_anthropic_rate_limit_counters_stay_behind(gw: ProviderHarness) ->
         ("anthropic-error-529", openai.InternalServerError, 503),
         ("gemini-error-429", openai.RateLimitError, 429),
         ("bedrock-error-400", openai.BadRequestError, 400),
-        ("anthropic-error-401", openai.AuthenticationError, 401),
+        ("anthropic-error-401", openai.InternalServerError, 502),
+        ("azure-error-403", openai.InternalServerError, 502),
     ],
 )
 async def test_sdk_raises_status_error(
@@ -233,3 +242,120 @@ async def test_unreachable_translated_upstream_is_502(gw: ProviderHarness) -> No
     response = await gw.post(CHAT, {"model": "gemini-text", "messages": MESSAGES})
     assert response.status == 502
     assert (await response.json())["error"]["code"] == "upstream_unreachable"
+
+
+# Rejected provider credentials.
+
+
+@pytest.mark.parametrize("provider", [*PROVIDERS, "azure-v1"])
+@pytest.mark.parametrize("upstream_status", [401, 403])
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_rejected_credentials_are_502(
+    gw: ProviderHarness, provider: str, upstream_status: int, stream: bool
+) -> None:
+    model = f"{provider}-error-{upstream_status}"
+    response = await gw.post(
+        CHAT, {"model": model, "messages": MESSAGES, "stream": stream}
+    )
+
+    assert response.status == 502
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert response.headers["x-should-retry"] == "false"
+    text = await response.text()
+    for secret in SECRETS:
+        assert secret not in text
+    error = (await response.json())["error"]
+    assert error["type"] == "upstream_error"
+    assert error["code"] == "upstream_authentication_failed"
+    assert error["param"] is None
+    message = error["message"]
+    assert f"Provider '{provider}'" in message
+    assert f"HTTP {upstream_status}" in message
+    # The provider's own message, scrubbed of the key it echoed.
+    assert f"with HTTP {upstream_status} for key" in message
+    if provider in ECHOING_PROVIDERS:
+        assert "<redacted>" in message
+
+    [row] = await gw.ledger_rows()
+    assert row["status"] == 502
+    assert row["error_type"] == f"upstream_http_{upstream_status}"
+    assert row["provider"] == provider
+    assert (row["input_tokens"], row["output_tokens"]) == (0, 0)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("upstream_status", [401, 403])
+async def test_rejected_credentials_anthropic_shaped(
+    gw: ProviderHarness, provider: str, upstream_status: int
+) -> None:
+    body = {
+        "model": f"{provider}-error-{upstream_status}",
+        "max_tokens": 10,
+        "messages": MESSAGES,
+    }
+    response = await gw.post(ANTHROPIC_MESSAGES, body)
+
+    assert response.status == 502
+    assert response.headers["x-should-retry"] == "false"
+    text = await response.text()
+    for secret in SECRETS:
+        assert secret not in text
+    parsed = await response.json()
+    assert parsed["type"] == "error"
+    assert parsed["error"]["type"] == "api_error"
+    assert f"Provider '{provider}'" in parsed["error"]["message"]
+    assert f"HTTP {upstream_status}" in parsed["error"]["message"]
+
+    [row] = await gw.ledger_rows()
+    assert row["route"] == ANTHROPIC_MESSAGES
+    assert row["status"] == 502
+    assert row["error_type"] == f"upstream_http_{upstream_status}"
+
+
+async def test_gemini_invalid_key_400_is_502(gw: ProviderHarness) -> None:
+    response = await gw.post(
+        CHAT, {"model": "gemini-invalid-key", "messages": MESSAGES}
+    )
+    assert response.status == 502
+    error = (await response.json())["error"]
+    assert error["code"] == "upstream_authentication_failed"
+    assert "Provider 'gemini'" in error["message"]
+    assert "HTTP 400" in error["message"]
+    assert GEMINI_KEY not in error["message"]
+    assert "<redacted>" in error["message"]
+    [row] = await gw.ledger_rows()
+    assert row["status"] == 502
+    assert row["error_type"] == "upstream_http_400"
+
+
+async def test_rejected_credentials_sdk_does_not_retry(gw: ProviderHarness) -> None:
+    client = openai.AsyncOpenAI(
+        base_url=gw.url("/v1"), api_key=DEV_KEY, max_retries=2, timeout=10
+    )
+    try:
+        with pytest.raises(openai.InternalServerError) as caught:
+            await client.chat.completions.create(
+                model="mistral-error-401", messages=MESSAGES
+            )
+    finally:
+        await client.close()
+    assert caught.value.status_code == 502
+    assert caught.value.code == "upstream_authentication_failed"
+    sent = [seen for seen in gw.mock.requests if seen.provider == "mistral"]
+    assert len(sent) == 1
+
+
+async def test_rejected_credentials_anthropic_sdk(gw: ProviderHarness) -> None:
+    async with anthropic.AsyncAnthropic(
+        base_url=gw.base_url, api_key=DEV_KEY, max_retries=2, timeout=10
+    ) as client:
+        with pytest.raises(anthropic.InternalServerError) as caught:
+            await client.messages.create(
+                model="bedrock-error-403",
+                max_tokens=10,
+                messages=[{"role": "user", "content": "Hello"}],
+            )
+    assert caught.value.status_code == 502
+    assert "Provider 'bedrock'" in caught.value.message
+    sent = [seen for seen in gw.mock.requests if seen.provider == "bedrock"]
+    assert len(sent) == 1

@@ -657,11 +657,15 @@ async def test_bedrock_signature_check_is_real(gw: ProviderHarness) -> None:
     import openai
 
     gw.mock.aws_secret_access_key = "a-different-secret"
-    with pytest.raises(openai.PermissionDeniedError) as caught:
+    # Bedrock's 403 rejects the gateway's credentials, which the client gets
+    # as 502.
+    with pytest.raises(openai.InternalServerError) as caught:
         await gw.client().chat.completions.create(
             model="bedrock-text", messages=MESSAGES
         )
-    assert caught.value.status_code == 403
+    assert caught.value.status_code == 502
+    assert caught.value.code == "upstream_authentication_failed"
+    assert "signature we calculated does not match" in caught.value.message
     assert gw.mock.last("bedrock").sigv4_verified is False
 
 

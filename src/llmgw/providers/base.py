@@ -15,6 +15,12 @@ There are two families of providers:
 
 ``Provider`` contains what both share: the HTTP call with the connect and
 first-byte timeouts, the reading of error responses, and the model list.
+
+An error response that means the provider rejected the gateway's own
+credentials (HTTP 401 or 403, and Gemini's 400 for an invalid API key)
+becomes ``UpstreamAuthenticationFailed`` for every provider, which the
+client gets as 502. Relayed as it is, it would tell the client that its
+gateway key is wrong.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import aiohttp
 import orjson
@@ -41,6 +47,7 @@ from llmgw.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from llmgw.protocols.chat_translate import body_excerpt, load_json
 from llmgw.protocols.openai import (
     ChatRequest,
     EmbeddingsRequest,
@@ -67,6 +74,10 @@ RATE_LIMIT_HEADER_PREFIX = "x-ratelimit-"
 
 # The error type of events that report a failed or cut-off upstream stream.
 STREAM_ERROR_TYPE = "upstream_error"
+
+# Upstream error statuses that mean the provider rejected the gateway's own
+# credentials: missing or invalid (401) or without permission (403).
+CREDENTIALS_REJECTED_STATUSES: Final = frozenset({401, 403})
 
 
 def retry_hint_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -105,6 +116,48 @@ class UpstreamInvalidResponse(UpstreamError):
 
     code = "upstream_invalid_response"
     retryable = False
+
+
+class UpstreamAuthenticationFailed(UpstreamError):
+    """The provider rejected the credentials that the gateway sends to it.
+
+    The client gets 502, because the provider's own 401 or 403 would tell
+    it that its gateway key is wrong. The ledger's error kind keeps the
+    provider's status, such as ``upstream_http_401``. A retry cannot help
+    before an operator fixes the credentials, so the response carries
+    ``x-should-retry: false``, which the OpenAI and Anthropic Python SDKs
+    obey (checked with openai 3.60 and anthropic 2.17).
+    """
+
+    code = "upstream_authentication_failed"
+    retryable = False
+
+    def __init__(self, message: str, *, provider_status: int) -> None:
+        super().__init__(message, headers={"x-should-retry": "false"})
+        self.provider_status = provider_status
+
+    @property
+    def kind(self) -> str:
+        return f"upstream_http_{self.provider_status}"
+
+
+def upstream_error_message(body: bytes) -> str:
+    """Return the message of an upstream error body, at most 500 characters.
+
+    The message is ``error.message`` (OpenAI's shape, which the translating
+    providers produce), a string ``error``, a top-level ``message``, or else
+    the start of the body.
+    """
+    parsed = load_json(body)
+    if isinstance(parsed, dict):
+        error = parsed.get("error")
+        for message in (
+            error.get("message") if isinstance(error, dict) else error,
+            parsed.get("message"),
+        ):
+            if isinstance(message, str) and message.strip():
+                return body_excerpt(message)
+    return body_excerpt(body)
 
 
 class TranslatedUpstreamError(UpstreamHTTPError):
@@ -179,6 +232,34 @@ class Provider(ABC):
         ``body`` is already scrubbed of credentials.
         """
 
+    def rejects_credentials(self, status: int, body: bytes) -> bool:
+        """Return whether an error response means that the provider rejected
+        the gateway's credentials, rather than the client's request.
+
+        This is HTTP 401 or 403. Subclasses add their provider's other
+        responses for rejected credentials.
+        """
+        return status in CREDENTIALS_REJECTED_STATUSES
+
+    def credentials_error(
+        self, status: int, body: bytes, headers: Mapping[str, str]
+    ) -> UpstreamAuthenticationFailed:
+        """Build the client's error for rejected provider credentials.
+
+        The message names the provider and its status, and quotes the
+        provider's message from ``body``, which is already scrubbed.
+        """
+        translated = self.translate_error(status, body, headers)
+        message = (
+            f"Provider '{self.name}' rejected the gateway's credentials with"
+            f" HTTP {status}. Your gateway key was accepted, so the gateway's"
+            f" operator must fix the credentials of provider '{self.name}'."
+        )
+        detail = upstream_error_message(translated.body)
+        if detail:
+            message += f" Provider message: {detail}"
+        return UpstreamAuthenticationFailed(message, provider_status=status)
+
     def model_list_request(self) -> tuple[str, dict[str, str]] | None:
         """Return the URL and headers of the upstream's model list, or None
         when the provider has no list to read."""
@@ -238,8 +319,9 @@ class Provider(ABC):
         """Send ``call`` and yield the response once its headers arrived.
 
         Raises ``UpstreamHTTPError`` for an error status, with the body read,
-        scrubbed and translated, and the gateway's timeout and connection
-        errors for failures before the headers.
+        scrubbed and translated, ``UpstreamAuthenticationFailed`` when the
+        provider rejected the gateway's credentials, and the gateway's timeout
+        and connection errors for failures before the headers.
         """
         timeouts = self.config.timeouts
         try:
@@ -281,13 +363,16 @@ class Provider(ABC):
             "base_url to the final address."
         )
 
-    async def _error_from(self, response: aiohttp.ClientResponse) -> UpstreamHTTPError:
+    async def _error_from(self, response: aiohttp.ClientResponse) -> UpstreamError:
         try:
             async with asyncio.timeout(self.config.timeouts.idle):
                 body = await response.content.read(MAX_ERROR_BODY)
         except (TimeoutError, aiohttp.ClientError):
             body = b""
-        return self.translate_error(response.status, self.scrub(body), response.headers)
+        body = self.scrub(body)
+        if self.rejects_credentials(response.status, body):
+            return self.credentials_error(response.status, body, response.headers)
+        return self.translate_error(response.status, body, response.headers)
 
 
 class StreamTranslator(ABC):

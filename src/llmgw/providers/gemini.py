@@ -25,6 +25,7 @@ import orjson
 import tiktoken
 
 from llmgw.errors import InvalidRequest, UpstreamHTTPError
+from llmgw.protocols.chat_translate import load_json
 from llmgw.protocols.gemini import (
     API_KEY_HEADER,
     GeminiStreamTranslator,
@@ -54,6 +55,8 @@ from llmgw.providers.base import (
 # API reference (ai.google.dev/api/rest/v1beta/models/list).
 _MODEL_PAGE_SIZE: Final = 1000
 _ENCODING_FORMATS: Final = ("float", "base64")
+_ERROR_INFO_TYPE: Final = "type.googleapis.com/google.rpc.ErrorInfo"
+_INVALID_KEY_REASON: Final = "API_KEY_INVALID"
 
 
 class GeminiProvider(TranslatingProvider):
@@ -111,6 +114,14 @@ class GeminiProvider(TranslatingProvider):
             headers=hints,
         )
 
+    def rejects_credentials(self, status: int, body: bytes) -> bool:
+        """Also return True for the Gemini API's response to an invalid API
+        key, which is 400 INVALID_ARGUMENT with the ErrorInfo reason
+        ``API_KEY_INVALID``, not 401."""
+        if super().rejects_credentials(status, body):
+            return True
+        return status == 400 and _INVALID_KEY_REASON in _error_reasons(body)
+
     def model_list_request(self) -> tuple[str, dict[str, str]] | None:
         headers = self._headers()
         del headers["Content-Type"]
@@ -125,6 +136,23 @@ class GeminiProvider(TranslatingProvider):
             for item in (models if isinstance(models, list) else [])
             if isinstance(item, dict) and isinstance(item.get("name"), str)
         ]
+
+
+def _error_reasons(body: bytes) -> set[str]:
+    """Return the ``reason`` of each ``google.rpc.ErrorInfo`` detail in a
+    Gemini error body, an ``{"error": ...}`` object or a one-item array of it."""
+    parsed = load_json(body)
+    if isinstance(parsed, list) and len(parsed) == 1:
+        parsed = parsed[0]
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    reasons: set[str] = set()
+    for detail in details if isinstance(details, list) else []:
+        if isinstance(detail, dict) and detail.get("@type") == _ERROR_INFO_TYPE:
+            reason = detail.get("reason")
+            if isinstance(reason, str):
+                reasons.add(reason)
+    return reasons
 
 
 class _GeminiChatExchange(ChatExchange):
