@@ -494,7 +494,7 @@ def _build_encoding(spec: EncodingSpec, path: Path) -> tiktoken.Encoding:
         special_tokens=dict(spec.special_tokens),
     )
     # NOTE: tiktoken 0.14 keeps the Python dict of ranks only to pickle the
-    # encoding; its Rust core holds its own copy. Dropping the dict saves
+    # encoding, and its Rust core keeps its own copy. Dropping the dict saves
     # about 15 MB per encoding, and llmgw never pickles an encoding.
     if isinstance(getattr(encoding, "_mergeable_ranks", None), dict):
         encoding._mergeable_ranks = {}

@@ -7,7 +7,7 @@ from typing import Any, Final
 
 import orjson
 
-# The stream entry field that holds the record as JSON.
+# The stream entry field that contains the record as JSON.
 RECORD_FIELD: Final = "record"
 
 _INT_FIELDS = frozenset(
@@ -137,7 +137,7 @@ class UsageRecord:
 
 
 def _field_types() -> dict[str, tuple[type, ...]]:
-    """The exact JSON value types each record attribute accepts."""
+    """Return the exact JSON value types each record attribute accepts."""
     types: dict[str, tuple[type, ...]] = {}
     for f in fields(UsageRecord):
         if f.name in _BOOL_FIELDS:

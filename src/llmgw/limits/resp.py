@@ -6,7 +6,7 @@ microseconds of Python around each one, which at a few thousand requests a
 second costs more CPU than the rest of the request. This client keeps one
 connection, queues every command issued within one event-loop iteration and
 sends them in one write, and matches replies to callers in order (Redis
-answers the commands of one connection in the order they arrived). hiredis
+replies to the commands of one connection in the order they arrived). hiredis
 parses the replies.
 
 Commands whose caller can wait a little, such as settlements, which no
@@ -34,8 +34,8 @@ import hiredis
 import redis.exceptions
 from redis.connection import parse_url
 
-# What encode_command accepts: str, bytes, int and float, as redis-py
-# sends them. Anything else raises TypeError.
+# A command argument: str, bytes, int or float, encoded as redis-py encodes
+# them. encode_command raises TypeError for anything else.
 Arg = object
 
 DEFERRED_FLUSH_SECONDS = 0.002
