@@ -2,8 +2,9 @@
 
 Admission and settlement each run one script per request. redis-py's asyncio
 client takes a connection from its pool for every command and spends tens of
-microseconds of Python around each one, which at a few thousand requests a
-second costs more CPU than the rest of the request. This client keeps one
+microseconds of Python around each one. Replacing it on the request path cut
+the gateway's CPU per request from about 810 to 600 microseconds (one
+side-by-side run under wrk on a shared 2-core machine). This client keeps one
 connection, queues every command issued within one event-loop iteration and
 sends them in one write, and matches replies to callers in order (Redis
 replies to the commands of one connection in the order they arrived). hiredis
