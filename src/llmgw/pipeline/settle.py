@@ -3,6 +3,8 @@ request line."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import structlog
 
 from llmgw.errors import GatewayError
@@ -36,6 +38,14 @@ async def _local_input_count(gateway: Gateway, ctx: RequestContext) -> int:
 
 
 async def build_record(gateway: Gateway, ctx: RequestContext) -> UsageRecord:
+    record, _ = await _record_and_cost(gateway, ctx)
+    return record
+
+
+async def _record_and_cost(
+    gateway: Gateway, ctx: RequestContext
+) -> tuple[UsageRecord, Decimal]:
+    """Build the ledger record and its exact cost in micro-dollars."""
     input_tokens = output_tokens = cached = reasoning = cache_write = 0
     estimated = False
     if ctx.usage is not None:
@@ -62,7 +72,7 @@ async def build_record(gateway: Gateway, ctx: RequestContext) -> UsageRecord:
         reasoning_tokens=reasoning,
         cache_write_tokens=cache_write,
     )
-    return UsageRecord(
+    record = UsageRecord(
         request_id=ctx.request_id,
         ts=ctx.ts,
         route=ctx.route,
@@ -85,6 +95,7 @@ async def build_record(gateway: Gateway, ctx: RequestContext) -> UsageRecord:
         client_aborted=ctx.client_aborted,
         cost_usd=to_usd(cost),
     )
+    return record, cost
 
 
 def _price(ctx: RequestContext) -> Price | None:
@@ -104,16 +115,8 @@ async def settle(gateway: Gateway, ctx: RequestContext) -> None:
     reservations expire at their deadline, and the record goes straight to
     the sink.
     """
-    record = await build_record(gateway, ctx)
+    record, cost = await _record_and_cost(gateway, ctx)
     reservation = ctx.reservation
-    cost = cost_micro_usd(
-        _price(ctx),
-        input_tokens=record.input_tokens,
-        output_tokens=record.output_tokens,
-        cached_tokens=record.cached_tokens,
-        reasoning_tokens=record.reasoning_tokens,
-        cache_write_tokens=record.cache_write_tokens,
-    )
     items = settle_reservation(
         reservation,
         input_tokens=record.input_tokens,
