@@ -1309,7 +1309,7 @@ async def test_crashed_claim_blocks_until_timeout(prefix: str) -> None:
         await client.aclose()
 
     assert holder == created.id
-    # A key that exists holds its name for good.
+    # A key that exists keeps its name claimed for good.
     assert ttl == -1
 
 
@@ -1340,7 +1340,7 @@ async def test_stale_claims_taken_over(prefix: str) -> None:
         reuser = _store_key("before")
         await store.create_key(reuser)
 
-        # An active key holds its name.
+        # An active key keeps its name claimed.
         with pytest.raises(Conflict):
             await store.create_key(_store_key("left"))
         holders = [

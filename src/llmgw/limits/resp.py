@@ -10,16 +10,16 @@ sends them in one write, and matches replies to callers in order (Redis
 replies to the commands of one connection in the order they arrived). hiredis
 parses the replies.
 
-Commands whose caller can wait a little, such as settlements, which no
-response waits for, may be sent as not urgent: they go out with the next
-urgent command or after ``DEFERRED_FLUSH_SECONDS``, whichever comes first,
-so under load several of them share one write.
+No response waits for a settlement, so its commands may be sent as not
+urgent. They go out with the next urgent command or after
+``DEFERRED_FLUSH_SECONDS``, whichever comes first, so under load several of
+them share one write.
 
 It only does what the hot path needs: commands, groups of commands sent
 back to back (for MULTI ... EXEC), and scripts by SHA with a fallback to
-loading them. Blocking commands, pub/sub and transactions belong
-on redis-py's client, because a blocked command would hold up every caller
-behind it on the shared connection.
+loading them. Blocking commands and pub/sub belong on redis-py's client,
+because a blocked command would hold up every caller behind it on the
+shared connection.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ class BatchingWriter:
     """Write log lines to ``file``, one write per event-loop iteration.
 
     Without a running loop each line is written at once. A line is never
-    split across writes, and a write holds whole lines only.
+    split across writes, and a write contains whole lines only.
     """
 
     def __init__(self, file: TextIO) -> None:
