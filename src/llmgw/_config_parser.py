@@ -61,6 +61,7 @@ from llmgw.config import (
     _is_secret,
     _quote,
     _split_listen,
+    check_cluster_url,
     hash_key,
 )
 from llmgw.ledger.sink import validate_table
@@ -86,7 +87,7 @@ _SERVER_KEYS = (
     "read_timeout",
     "shutdown_timeout",
 )
-_REDIS_KEYS = ("url", "key_prefix", "on_unavailable")
+_REDIS_KEYS = ("url", "key_prefix", "on_unavailable", "cluster")
 MIN_BUDGET_USD = 0.000001
 _LEDGER_KEYS = ("sink", "table", "claim_idle_seconds")
 _LOGGING_KEYS = ("level", "log_prompts")
@@ -310,10 +311,16 @@ class _Parser:
 
         key_prefix = self.string(section, "key_prefix", allow_empty=True)
         on_unavailable = self.choice(section, "on_unavailable", ON_UNAVAILABLE)
+        cluster = bool(self.boolean(section, "cluster"))
+        if cluster:
+            reason = check_cluster_url(url)
+            if reason is not None:
+                raise self.error(item.node, item.path, reason)
         return RedisConfig(
             url=url,
             key_prefix=_or_default(key_prefix, "llmgw:"),
             on_unavailable=cast(OnUnavailable, on_unavailable or "fail_closed"),
+            cluster=cluster,
         )
 
     def ledger(self, section: _Section) -> LedgerConfig:

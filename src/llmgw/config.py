@@ -88,12 +88,15 @@ class RedisConfig:
     # What a request gets when Redis cannot be reached: fail_closed rejects
     # it with 503, fail_open lets it through unlimited.
     on_unavailable: OnUnavailable = "fail_closed"
+    # Whether url names one node of a Redis Cluster, from which the gateway
+    # learns the others.
+    cluster: bool = False
 
     def __repr__(self) -> str:
         url = redact_url(self.url)
         return (
             f"RedisConfig(url={url!r}, key_prefix={self.key_prefix!r}, "
-            f"on_unavailable={self.on_unavailable!r})"
+            f"on_unavailable={self.on_unavailable!r}, cluster={self.cluster!r})"
         )
 
 
@@ -646,6 +649,21 @@ def _check_redis_url(url: str, variables: tuple[str, ...] = ()) -> str | None:
     problem = _redis_url_problem(url)
     if problem is not None:
         return f"{expected}, got {got} ({problem})"
+    return None
+
+
+def check_cluster_url(url: str) -> str | None:
+    """Return why ``url`` cannot name a Redis Cluster node, or None.
+
+    Call it on a URL that ``_check_redis_url`` accepted. A cluster has only
+    database 0 and is reached over TCP.
+    """
+    if url.startswith("unix://"):
+        return "Redis Cluster needs a redis:// or rediss:// URL, not a unix socket"
+    parts = urlsplit(url)
+    databases = [parts.path.strip("/"), *parse_qs(parts.query).get("db", [])]
+    if any(database not in ("", "0") for database in databases):
+        return "Redis Cluster has only database 0; remove the database from the URL"
     return None
 
 

@@ -1,14 +1,17 @@
 """Fixtures for the back ends and ledger sinks, against real Redis and PostgreSQL.
 
 Redis tests use database 15 and a key prefix unique to the test; PostgreSQL
-tests use a table unique to the test. Both are removed afterwards.
+tests use a table unique to the test. Both are removed afterwards. Redis
+Cluster tests share one three-node cluster that the session starts on
+loopback ports of its own.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -19,6 +22,7 @@ from llmgw.ledger.sink import Sink, open_sink
 from llmgw.limits.base import Backend
 from llmgw.limits.memory import MemoryBackend
 from llmgw.limits.redis import RedisBackend
+from tests.integration.redis_cluster import RedisClusterNodes, start_cluster
 
 REDIS_URL = os.environ.get("LLMGW_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 POSTGRES_DSN = os.environ.get(
@@ -45,6 +49,69 @@ async def _delete_keys(prefix: str) -> None:
         await client.aclose()
 
 
+async def delete_cluster_keys(url: str, prefix: str) -> None:
+    """Delete the keys under ``prefix`` on every node of a Redis Cluster."""
+    client = redis.asyncio.RedisCluster.from_url(url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        for key in keys:
+            await client.delete(key)
+    finally:
+        await client.aclose()
+
+
+@dataclass(frozen=True)
+class SharedState:
+    """Where a test's gateways keep their shared state.
+
+    ``name`` is "memory" (in process, ``url`` None), "redis" (the server on
+    127.0.0.1:6379, database 15) or "cluster" (the session's Redis Cluster).
+    """
+
+    name: str
+    url: str | None = None
+
+    @property
+    def cluster(self) -> bool:
+        return self.name == "cluster"
+
+    async def delete_keys(self, prefix: str) -> None:
+        if self.url is None:
+            return
+        if self.cluster:
+            await delete_cluster_keys(self.url, prefix)
+        else:
+            await _delete_keys(prefix)
+
+
+STATE_PARAMS = [
+    "memory",
+    pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("cluster", marks=pytest.mark.redis),
+]
+
+
+def shared_state(request: pytest.FixtureRequest) -> SharedState:
+    """Return the shared state that a fixture parametrized by ``STATE_PARAMS`` names."""
+    name = str(request.param)
+    if name == "redis":
+        return SharedState(name, REDIS_URL)
+    if name == "cluster":
+        cluster: RedisClusterNodes = request.getfixturevalue("redis_cluster")
+        return SharedState(name, cluster.url)
+    return SharedState(name)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RedisClusterNodes]:
+    """A three-node Redis Cluster on loopback, shared by the session."""
+    cluster = start_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
 async def redis_client(redis_prefix: str) -> AsyncIterator[redis.asyncio.Redis]:
     """A plain client on the test database, to inspect keys under the prefix.
@@ -57,16 +124,25 @@ async def redis_client(redis_prefix: str) -> AsyncIterator[redis.asyncio.Redis]:
     await _delete_keys(redis_prefix)
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("cluster", marks=pytest.mark.redis),
+    ]
+)
 async def backend_factory(
     request: pytest.FixtureRequest, redis_prefix: str
 ) -> AsyncIterator[BackendFactory]:
     """Create back ends that share one store.
 
-    For Redis each call opens a new client on the same prefix, as another
-    worker would. The memory back end exists once per process, so every call
-    returns the same instance.
+    For Redis and Redis Cluster each call opens a new client on the same
+    prefix, as another worker would. The memory back end exists once per
+    process, so every call returns the same instance.
     """
+    cluster_url = ""
+    if request.param == "cluster":
+        cluster_url = request.getfixturevalue("redis_cluster").url
     created: list[Backend] = []
     memory = MemoryBackend(claim_idle_ms=CLAIM_IDLE_MS)
 
@@ -74,6 +150,13 @@ async def backend_factory(
         backend: Backend
         if request.param == "memory":
             backend = memory
+        elif request.param == "cluster":
+            backend = RedisBackend.from_url(
+                cluster_url,
+                prefix=redis_prefix,
+                claim_idle_ms=CLAIM_IDLE_MS,
+                cluster=True,
+            )
         else:
             backend = RedisBackend.from_url(
                 REDIS_URL, prefix=redis_prefix, claim_idle_ms=CLAIM_IDLE_MS
@@ -87,6 +170,8 @@ async def backend_factory(
         await backend.close()
     if request.param == "redis":
         await _delete_keys(redis_prefix)
+    elif request.param == "cluster":
+        await delete_cluster_keys(cluster_url, redis_prefix)
 
 
 @pytest.fixture

@@ -769,6 +769,16 @@ def test_redis_url_is_accepted(
 
 
 @pytest.mark.parametrize(
+    "url", ["redis://10.0.0.5:7000", "redis://10.0.0.5:7000/0", "rediss://h:7000/"]
+)
+def test_redis_cluster_url_is_accepted(url: str) -> None:
+    config = parse(f"redis:\n  url: '{url}'\n  cluster: true\n")
+
+    assert config.redis == RedisConfig(url=url, cluster=True)
+    assert "cluster=True" in repr(config.redis)
+
+
+@pytest.mark.parametrize(
     "url",
     [
         pytest.param("unix:///run/redis/redis.sock", id="socket"),
@@ -1609,6 +1619,34 @@ def test_key_tenant_outside_config_is_accepted() -> None:
             "redis.on_unavailable",
             "must be one of fail_closed, fail_open, got string 'open'",
             id="on-unavailable",
+        ),
+        pytest.param(
+            "redis: {url: 'redis://h:7000/3', cluster: true}\n",
+            1,
+            "redis.url",
+            "Redis Cluster has only database 0; remove the database from the URL",
+            id="cluster-database",
+        ),
+        pytest.param(
+            "redis: {url: 'redis://h:7000?db=2', cluster: true}\n",
+            1,
+            "redis.url",
+            "Redis Cluster has only database 0",
+            id="cluster-query-database",
+        ),
+        pytest.param(
+            "redis: {url: 'unix:///run/redis.sock', cluster: true}\n",
+            1,
+            "redis.url",
+            "Redis Cluster needs a redis:// or rediss:// URL, not a unix socket",
+            id="cluster-socket",
+        ),
+        pytest.param(
+            "redis: {url: 'redis://h/0', cluster: sometimes}\n",
+            1,
+            "redis.cluster",
+            "must be true or false",
+            id="cluster-not-boolean",
         ),
         pytest.param(
             "policies:\n  timezone: Mars/Olympus\n",

@@ -37,9 +37,9 @@ claim is taken over only when it is permanent and its key is missing,
 revoked or renamed, so a create or rename in progress always keeps its
 claim.
 
-NOTE: the store connects with ``redis.asyncio.Redis``, a client for one
-server or Sentinel. The layout is ready for Redis Cluster, but a Cluster
-deployment also needs a ``RedisCluster`` client, which nothing creates yet.
+On Redis Cluster (``cluster=True``) the store uses redis-py's
+``RedisCluster``: the change channel is a plain pub/sub channel, which the
+cluster delivers to subscribers on every node.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ from llmgw.admin.records import (
 )
 from llmgw.admin.store import Conflict, name_taken
 from llmgw.errors import BackendUnavailable
+from llmgw.limits.redis import Client, connection_options
 
 log = structlog.get_logger("llmgw.admin.store")
 
@@ -137,7 +138,11 @@ def _text(value: object) -> str | None:
 def _translate_errors(operation: str) -> Iterator[None]:
     try:
         yield
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+    except (
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        redis.exceptions.ClusterError,
+    ) as exc:
         raise BackendUnavailable(
             f"Redis admin store {operation} failed: Redis is unreachable"
         ) from exc
@@ -153,7 +158,7 @@ class RedisStore:
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: Client,
         *,
         prefix: str = "llmgw:",
         owns_client: bool = False,
@@ -161,7 +166,7 @@ class RedisStore:
         fresh_seconds: float = FRESH_SECONDS,
         name_claim_seconds: float = NAME_CLAIM_SECONDS,
     ) -> None:
-        if not client.connection_pool.connection_kwargs.get("decode_responses"):
+        if not connection_options(client).get("decode_responses"):
             raise ValueError(
                 "invalid Redis client for RedisStore: create it with "
                 "decode_responses=True, or use RedisStore.from_url"
@@ -190,8 +195,11 @@ class RedisStore:
         socket_timeout: float = 5.0,
         connect_timeout: float = 2.0,
         poll_interval: float = POLL_INTERVAL_SECONDS,
+        cluster: bool = False,
     ) -> RedisStore:
-        client = redis.asyncio.Redis.from_url(
+        """Create a store with its own client; ``cluster`` as for ``RedisBackend``."""
+        client_class = redis.asyncio.RedisCluster if cluster else redis.asyncio.Redis
+        client: Client = client_class.from_url(
             url,
             decode_responses=True,
             socket_timeout=socket_timeout,

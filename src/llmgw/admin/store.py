@@ -144,7 +144,11 @@ def open_store(config: Config) -> Store:
     if config.redis is not None:
         from llmgw.admin.redis_store import RedisStore
 
-        return RedisStore.from_url(config.redis.url, prefix=config.redis.key_prefix)
+        return RedisStore.from_url(
+            config.redis.url,
+            prefix=config.redis.key_prefix,
+            cluster=config.redis.cluster,
+        )
 
     from llmgw.admin.sqlite_store import SQLiteStore
 

@@ -42,10 +42,15 @@ The ledger stream has no hash tag, because it cannot share the slot of every
 tenant, so the record is not appended inside ``settle.lua``. Settlement sends
 ``MULTI``, ``XADD`` of the record, ``EVALSHA settle.lua``, ``EXEC`` in one
 pipeline: one round trip, and on a single Redis server (or Sentinel) both
-happen or neither does. On Redis Cluster the two cannot share a transaction.
-There the XADD would be sent first, so a worker that dies in between loses
-no record. Its leases and reservations then stay until their deadlines and
-its unused bucket tokens are not returned, which errs towards limiting.
+happen or neither does. On Redis Cluster (``cluster=True``) the two cannot
+share a transaction, so the XADD goes first and the script runs once it is
+stored: a worker that dies in between loses no record. Its leases and
+reservations then stay until their deadlines and its unused bucket tokens
+are not returned, which errs towards limiting.
+
+On Redis Cluster the whole ledger stream lives in one slot, so one node
+takes every request's XADD and every drain read; each tenant's limits live
+on the node of its own slot.
 """
 
 from __future__ import annotations
@@ -82,11 +87,14 @@ from llmgw.limits.buckets import (
     validate_items,
     validate_settle_items,
 )
+from llmgw.limits.cluster import ClusterPipelinedRedis
 from llmgw.limits.resp import PipelinedRedis, Script
 
 log = structlog.get_logger()
 
 DEFAULT_GROUP = "llmgw-ledger"
+
+Client = redis.asyncio.Redis | redis.asyncio.RedisCluster
 
 
 def _tagged(prefix: str, tag: str) -> str:
@@ -124,12 +132,26 @@ def _load_script(name: str) -> str:
     return (importlib.resources.files("llmgw.limits") / "lua" / name).read_text()
 
 
+def connection_options(client: Client) -> dict[str, Any]:
+    """Return the options each of the client's connections is made with."""
+    if isinstance(client, redis.asyncio.RedisCluster):
+        return client.connection_kwargs
+    return client.connection_pool.connection_kwargs
+
+
 @contextmanager
 def _translate_errors(operation: str) -> Iterator[None]:
-    """Raise ``BackendUnavailable`` for a Redis connection error or timeout."""
+    """Raise ``BackendUnavailable`` for a Redis connection error or timeout.
+
+    A Redis Cluster that cannot serve a slot counts as unreachable.
+    """
     try:
         yield
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+    except (
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        redis.exceptions.ClusterError,
+    ) as exc:
         raise BackendUnavailable(
             f"Redis {operation} failed: Redis is unreachable"
         ) from exc
@@ -194,21 +216,26 @@ class RedisBackend:
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: Client,
         *,
         prefix: str = "llmgw:",
         group: str = DEFAULT_GROUP,
         claim_idle_ms: int = 60_000,
         owns_client: bool = False,
-        hot_path: PipelinedRedis | None = None,
+        hot_path: PipelinedRedis | ClusterPipelinedRedis | None = None,
     ) -> None:
-        connection_kwargs = client.connection_pool.connection_kwargs
+        connection_kwargs = connection_options(client)
         if not connection_kwargs.get("decode_responses"):
             raise ValueError(
                 "invalid Redis client for RedisBackend: create it with "
                 "decode_responses=True, or use RedisBackend.from_url"
             )
         self._client = client
+        self._cluster = isinstance(client, redis.asyncio.RedisCluster)
+        if self._cluster and isinstance(hot_path, PipelinedRedis):
+            raise ValueError(
+                "invalid hot path for Redis Cluster: use ClusterPipelinedRedis"
+            )
         self._prefix = prefix
         self._group = group
         self._claim_idle_ms = claim_idle_ms
@@ -218,7 +245,7 @@ class RedisBackend:
         # The request path's commands go through the pipelined client when
         # there is one; ledger reads and acknowledgements stay on ``client``.
         self._hot_path = hot_path
-        scripts: redis.asyncio.Redis | PipelinedRedis = hot_path or client
+        scripts: Client | PipelinedRedis | ClusterPipelinedRedis = hot_path or client
         self._admit_script = scripts.register_script(_load_script("admit.lua"))
         self._settle_script = scripts.register_script(_load_script("settle.lua"))
         self._group_ready = False
@@ -241,21 +268,37 @@ class RedisBackend:
         claim_idle_ms: int = 60_000,
         socket_timeout: float = 5.0,
         connect_timeout: float = 2.0,
+        cluster: bool = False,
     ) -> RedisBackend:
         """Create a back end with its own connection pool (closed by ``close``).
 
         ``socket_timeout`` and ``connect_timeout`` are in seconds. Ledger reads
-        block for at most ``socket_timeout`` minus half a second.
+        block for at most ``socket_timeout`` minus half a second. With
+        ``cluster``, ``url`` names one node of a Redis Cluster, from which the
+        clients learn the others.
         """
-        client = redis.asyncio.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=connect_timeout,
-        )
-        hot_path = PipelinedRedis.from_url(
-            url, connect_timeout=connect_timeout, command_timeout=socket_timeout
-        )
+        client: Client
+        hot_path: PipelinedRedis | ClusterPipelinedRedis
+        if cluster:
+            client = redis.asyncio.RedisCluster.from_url(
+                url,
+                decode_responses=True,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=connect_timeout,
+            )
+            hot_path = ClusterPipelinedRedis.from_url(
+                url, connect_timeout=connect_timeout, command_timeout=socket_timeout
+            )
+        else:
+            client = redis.asyncio.Redis.from_url(
+                url,
+                decode_responses=True,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=connect_timeout,
+            )
+            hot_path = PipelinedRedis.from_url(
+                url, connect_timeout=connect_timeout, command_timeout=socket_timeout
+            )
         return cls(
             client,
             prefix=prefix,
@@ -308,6 +351,11 @@ class RedisBackend:
                     await self._run_script(self._settle_script, keys, args)
             elif not items:
                 await self._append(record.to_fields())
+            elif self._cluster:
+                # No transaction across slots: the record first, so a worker
+                # that dies before the script runs loses no record.
+                await self._append(record.to_fields())
+                await self._run_script(self._settle_script, keys, args)
             else:
                 await self._append_and_run_script(
                     record.to_fields(), self._settle_script, keys, args
@@ -345,7 +393,7 @@ class RedisBackend:
         transaction and fails only the EVALSHA, so the script then runs on
         its own once loaded, and the record is not appended twice.
         """
-        if self._hot_path is not None:
+        if isinstance(self._hot_path, PipelinedRedis):
             # No response waits for a settlement, so it may share a write
             # with others (urgent=False).
             _, _, _, results = await self._hot_path.execute_many(
@@ -520,7 +568,14 @@ class RedisBackend:
     async def _move_to_dead_letter(
         self, invalid: list[tuple[str, dict[str, str], Exception]]
     ) -> None:
-        async with self._client.pipeline(transaction=True) as pipe:
+        """Copy entries to the dead-letter stream, then remove them.
+
+        The two streams may live on different Redis Cluster nodes, so the
+        copy and the removal are separate steps: an entry copied by a worker
+        that dies before removing it is copied again by the next reader.
+        """
+        entry_ids: list[str] = []
+        async with self._client.pipeline(transaction=False) as pipe:
             for entry_id, fields, exc in invalid:
                 log.error(
                     "ledger_entry_invalid",
@@ -530,6 +585,6 @@ class RedisBackend:
                 )
                 dead = {**fields, "_entry_id": entry_id, "_error": repr(exc)}
                 pipe.xadd(self._dead_stream, _stream_fields(dead))
-                pipe.xack(self._stream, self._group, entry_id)
-                pipe.xdel(self._stream, entry_id)
+                entry_ids.append(entry_id)
             await pipe.execute()
+        await self.ack_ledger(entry_ids)

@@ -17,7 +17,8 @@ them share one write.
 
 It only does what the hot path needs: commands, groups of commands sent
 back to back (for MULTI ... EXEC), and scripts by SHA with a fallback to
-loading them. Blocking commands and pub/sub belong on redis-py's client,
+loading them. On Redis Cluster, ``llmgw.limits.cluster`` routes commands to
+one such client per node. Blocking commands and pub/sub belong on redis-py's client,
 because a blocked command would hold up every caller behind it on the
 shared connection.
 """
@@ -29,7 +30,7 @@ import hashlib
 import ssl
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import hiredis
 import redis.exceptions
@@ -142,10 +143,16 @@ class _Connection(asyncio.Protocol):
         self.connection_lost(exc)
 
 
+class Executor(Protocol):
+    """A client that sends one command: ``PipelinedRedis`` or its cluster router."""
+
+    async def execute(self, args: Sequence[Arg], *, urgent: bool = True) -> Any: ...
+
+
 class Script:
     """A Lua script run by SHA1, loaded into Redis when it is missing there."""
 
-    def __init__(self, client: PipelinedRedis, source: str) -> None:
+    def __init__(self, client: Executor, source: str) -> None:
         self._client = client
         self.script = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
