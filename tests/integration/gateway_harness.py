@@ -28,11 +28,19 @@ GPT_ONLY_KEY = "sk-test-gpt-only"
 
 
 def gateway_config(
-    upstream_url: str, sink: Path, redis_url: str | None, prefix: str, extra: str = ""
+    upstream_url: str,
+    sink: Path,
+    redis_url: str | None,
+    prefix: str,
+    extra: str = "",
+    cluster: bool = False,
 ) -> Config:
-    redis = (
-        f"redis: {{url: '{redis_url}', key_prefix: '{prefix}'}}" if redis_url else ""
-    )
+    redis = ""
+    if redis_url:
+        redis = (
+            f"redis: {{url: '{redis_url}', key_prefix: '{prefix}', "
+            f"cluster: {str(cluster).lower()}}}"
+        )
     text = textwrap.dedent(
         f"""\
         server: {{listen: '127.0.0.1:4000', max_body_bytes: 20000, read_timeout: 1}}
@@ -142,13 +150,19 @@ async def running_gateway(
     prefix: str,
     extra: str = "",
     shutdown_timeout: float = 60.0,
+    cluster: bool = False,
 ) -> AsyncIterator[Harness]:
     upstream = MockUpstream()
     upstream_server = TestServer(upstream.app(), host="127.0.0.1")
     await upstream_server.start_server()
     sink = tmp_path / "ledger.db"
     config = gateway_config(
-        str(upstream_server.make_url("")).rstrip("/"), sink, redis_url, prefix, extra
+        str(upstream_server.make_url("")).rstrip("/"),
+        sink,
+        redis_url,
+        prefix,
+        extra,
+        cluster=cluster,
     )
     app = create_app(config)
     server = TestServer(app, host="127.0.0.1")

@@ -32,6 +32,7 @@ from llmgw.handlers import GATEWAY
 from llmgw.limits.spec import LimitSpec, Scope
 from llmgw.pipeline.authenticate import Authenticator, Principal
 from llmgw.server import create_app
+from tests.integration.conftest import STATE_PARAMS, SharedState, shared_state
 from tests.integration.gateway_harness import (
     DEV_KEY,
     Harness,
@@ -66,32 +67,46 @@ async def _delete_prefix(prefix: str) -> None:
         await client.aclose()
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-def backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+@pytest.fixture(params=STATE_PARAMS)
+def backend(request: pytest.FixtureRequest) -> SharedState:
+    return shared_state(request)
+
+
+@pytest.fixture(params=STATE_PARAMS[1:])
+def redis_state(request: pytest.FixtureRequest) -> SharedState:
+    """Redis or Redis Cluster, for tests of several workers."""
+    return shared_state(request)
 
 
 @pytest.fixture
-async def prefix() -> AsyncIterator[str]:
+async def prefix(request: pytest.FixtureRequest) -> AsyncIterator[str]:
     prefix = f"llmgw-admin-test-{uuid.uuid4().hex[:10]}:"
     yield prefix
     await _delete_prefix(prefix)
+    for name in ("backend", "redis_state"):
+        if name in request.fixturenames:
+            state: SharedState = request.getfixturevalue(name)
+            if state.cluster:
+                await state.delete_keys(prefix)
 
 
 @asynccontextmanager
 async def gateway(
-    tmp_path: Path, backend: str, prefix: str, extra: str = ADMIN_CONFIG
+    tmp_path: Path, backend: SharedState, prefix: str, extra: str = ADMIN_CONFIG
 ) -> AsyncIterator[Harness]:
-    redis_url = REDIS_URL if backend == "redis" else None
     # The harness dedents its template after inserting ``extra`` at an
     # indentation of eight spaces, so every later line needs them too.
     extra = textwrap.indent(extra, " " * 8).lstrip()
-    async with running_gateway(tmp_path, redis_url, prefix, extra) as harness:
+    async with running_gateway(
+        tmp_path, backend.url, prefix, extra, cluster=backend.cluster
+    ) as harness:
         yield harness
 
 
 @pytest.fixture
-async def gw(tmp_path: Path, backend: str, prefix: str) -> AsyncIterator[Harness]:
+async def gw(
+    tmp_path: Path, backend: SharedState, prefix: str
+) -> AsyncIterator[Harness]:
     async with gateway(tmp_path, backend, prefix) as harness:
         yield harness
 
@@ -138,7 +153,7 @@ async def create_key(h: Harness, **fields: Any) -> dict[str, Any]:
 
 
 async def test_admin_disabled_without_admin_keys(
-    tmp_path: Path, backend: str, prefix: str
+    tmp_path: Path, backend: SharedState, prefix: str
 ) -> None:
     async with gateway(tmp_path, backend, prefix, extra="") as h:
         status, body = await call(h, "GET", "/admin/keys")
@@ -659,16 +674,18 @@ def delay_record_writes(store: object) -> None:
 
 
 async def test_concurrent_creates_claim_name_once(
-    tmp_path: Path, backend: str, prefix: str
+    tmp_path: Path, backend: SharedState, prefix: str
 ) -> None:
     rounds = 5
     async with AsyncExitStack() as stack:
         first = await stack.enter_async_context(gateway(tmp_path, backend, prefix))
         workers = [first]
-        if backend == "redis":
+        if backend.url is not None:
             # A second worker on the same Redis prefix, as with --workers 2.
             workers.append(
-                await stack.enter_async_context(second_worker(first, tmp_path, prefix))
+                await stack.enter_async_context(
+                    second_worker(first, tmp_path, prefix, backend)
+                )
             )
         for worker in workers:
             delay_record_writes(worker.gateway.store)
@@ -952,7 +969,7 @@ async def test_key_scopes_in_api_tenant(gw: Harness) -> None:
 
 
 async def test_config_key_in_api_tenant(
-    tmp_path: Path, backend: str, prefix: str
+    tmp_path: Path, backend: SharedState, prefix: str
 ) -> None:
     # The harness's key "dev" names tenant "acme", which here is not in the
     # config file, so its tenant scope comes from the admin store.
@@ -1052,7 +1069,7 @@ async def test_valid_key_cached(gw: Harness) -> None:
 
 
 async def test_store_survives_restart(
-    tmp_path: Path, backend: str, prefix: str
+    tmp_path: Path, backend: SharedState, prefix: str
 ) -> None:
     async with gateway(tmp_path, backend, prefix) as first:
         key = await create_key(first, tenant="acme")
@@ -1073,7 +1090,7 @@ async def test_store_survives_restart(
 
 @asynccontextmanager
 async def second_worker(
-    first: Harness, tmp_path: Path, prefix: str
+    first: Harness, tmp_path: Path, prefix: str, state: SharedState
 ) -> AsyncIterator[Harness]:
     """Run another gateway on the same Redis prefix, as another worker would.
 
@@ -1083,7 +1100,12 @@ async def second_worker(
     """
     extra = textwrap.indent(ADMIN_CONFIG, " " * 8).lstrip()
     config = gateway_config(
-        "http://127.0.0.1:9", tmp_path / "second.db", REDIS_URL, prefix, extra
+        "http://127.0.0.1:9",
+        tmp_path / "second.db",
+        state.url,
+        prefix,
+        extra,
+        cluster=state.cluster,
     )
     app = create_app(config)
     server = TestServer(app, host="127.0.0.1")
@@ -1099,11 +1121,12 @@ async def second_worker(
         await server.close()
 
 
-@pytest.mark.redis
-async def test_revocation_reaches_second_worker(tmp_path: Path, prefix: str) -> None:
+async def test_revocation_reaches_second_worker(
+    tmp_path: Path, redis_state: SharedState, prefix: str
+) -> None:
     async with (
-        gateway(tmp_path, "redis", prefix) as first,
-        second_worker(first, tmp_path, prefix) as second,
+        gateway(tmp_path, redis_state, prefix) as first,
+        second_worker(first, tmp_path, prefix, redis_state) as second,
     ):
         key = await create_key(first)
         # Created on one worker, the key works on the other at once.
@@ -1120,11 +1143,12 @@ async def test_revocation_reaches_second_worker(tmp_path: Path, prefix: str) -> 
     assert seen_after < 1.0
 
 
-@pytest.mark.redis
-async def test_rotation_reaches_second_worker(tmp_path: Path, prefix: str) -> None:
+async def test_rotation_reaches_second_worker(
+    tmp_path: Path, redis_state: SharedState, prefix: str
+) -> None:
     async with (
-        gateway(tmp_path, "redis", prefix) as first,
-        second_worker(first, tmp_path, prefix) as second,
+        gateway(tmp_path, redis_state, prefix) as first,
+        second_worker(first, tmp_path, prefix, redis_state) as second,
     ):
         key = await create_key(first)
         assert await model_status(second, key["secret"]) == 200

@@ -21,8 +21,15 @@ from .conftest import CLAIM_IDLE_MS, REDIS_URL, BackendFactory
 SLOW = 0.001
 
 
+# Every bucket of these tests shares one Redis Cluster hash tag, as the
+# buckets of one request do, so the cluster runs them in one script.
+TAG = "k:test"
+
+
 def slow_bucket(name: str, capacity: float) -> Bucket:
-    return Bucket(key=name, kind="tokens", capacity=capacity, refill_per_second=SLOW)
+    return Bucket(
+        key=name, kind="tokens", capacity=capacity, refill_per_second=SLOW, tag=TAG
+    )
 
 
 def make_record(request_id: str, **changes: object) -> UsageRecord:
@@ -71,7 +78,11 @@ async def test_rejected_retry_after_from_refill(backend: Backend) -> None:
 
 async def test_admit_refills_with_time(backend: Backend) -> None:
     bucket = Bucket(
-        key="key:fast:requests", kind="requests", capacity=2, refill_per_second=10
+        key="key:fast:requests",
+        kind="requests",
+        capacity=2,
+        refill_per_second=10,
+        tag=TAG,
     )
 
     taken = await backend.admit([Charge(bucket, 2)])

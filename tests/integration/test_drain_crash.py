@@ -20,12 +20,16 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-import redis.asyncio
 import yaml
 
 from llmgw.ledger.record import UsageRecord
 from llmgw.limits.redis import DEFAULT_GROUP, RedisBackend
-from tests.integration.conftest import POSTGRES_DSN, REDIS_URL
+from tests.integration.conftest import (
+    POSTGRES_DSN,
+    STATE_PARAMS,
+    SharedState,
+    shared_state,
+)
 
 pytestmark = pytest.mark.redis
 
@@ -64,19 +68,19 @@ def _tail(log: Path) -> str:
     return log.read_text(errors="replace")[-3000:]
 
 
+@pytest.fixture(params=STATE_PARAMS[1:])
+def state(request: pytest.FixtureRequest) -> SharedState:
+    """The Redis server or the Redis Cluster."""
+    return shared_state(request)
+
+
 @pytest.fixture
-async def names() -> AsyncIterator[tuple[str, str]]:
+async def names(state: SharedState) -> AsyncIterator[tuple[str, str]]:
     """A Redis key prefix and a PostgreSQL table unique to the test."""
     prefix = f"llmgw-crash-test-{uuid.uuid4().hex[:12]}:"
     table = f"llmgw_crash_{uuid.uuid4().hex[:12]}"
     yield prefix, table
-    client = redis.asyncio.Redis.from_url(REDIS_URL)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+    await state.delete_keys(prefix)
     connection = await asyncpg.connect(POSTGRES_DSN)
     try:
         await connection.execute(f"DROP TABLE IF EXISTS {table}")
@@ -101,10 +105,11 @@ async def _row_counts(table: str) -> tuple[int, int]:
 
 
 async def test_killed_drain_loses_and_doubles_nothing(
-    tmp_path: Path, names: tuple[str, str]
+    tmp_path: Path, state: SharedState, names: tuple[str, str]
 ) -> None:
     prefix, table = names
-    backend = RedisBackend.from_url(REDIS_URL, prefix=prefix)
+    assert state.url is not None
+    backend = RedisBackend.from_url(state.url, prefix=prefix, cluster=state.cluster)
     try:
         await asyncio.gather(
             *(backend.append_record(_record(i)) for i in range(RECORDS))
@@ -117,7 +122,11 @@ async def test_killed_drain_loses_and_doubles_nothing(
         yaml.safe_dump(
             {
                 "server": {"listen": f"127.0.0.1:{_free_port()}"},
-                "redis": {"url": REDIS_URL, "key_prefix": prefix},
+                "redis": {
+                    "url": state.url,
+                    "key_prefix": prefix,
+                    "cluster": state.cluster,
+                },
                 "ledger": {
                     "sink": POSTGRES_DSN,
                     "table": table,
@@ -145,11 +154,11 @@ async def test_killed_drain_loses_and_doubles_nothing(
             first.kill()
             first.wait()
     rows_at_kill, _ = await _row_counts(table)
-    client = redis.asyncio.Redis.from_url(REDIS_URL, decode_responses=True)
+    inspector = RedisBackend.from_url(state.url, prefix=prefix, cluster=state.cluster)
     try:
-        pending = await client.xpending(f"{prefix}ledger", DEFAULT_GROUP)
+        pending = await inspector._client.xpending(f"{prefix}ledger", DEFAULT_GROUP)
     finally:
-        await client.aclose()
+        await inspector.close()
     assert 0 < rows_at_kill < RECORDS, "the first gateway was not killed mid-drain"
 
     second_log = tmp_path / "second.log"

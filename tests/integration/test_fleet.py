@@ -1,5 +1,7 @@
 """Three gateway processes behind nginx share one Redis: limits hold exactly.
 
+The test runs on the Redis server and on a three-node Redis Cluster.
+
 Each gateway is a separate ``llmgw serve`` process with its own ledger file,
 all on the same Redis key prefix. nginx spreads requests over them round
 robin with a new upstream connection per request, so a burst lands on every
@@ -25,11 +27,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-import redis.asyncio
 import yaml
 from aiohttp import web
 
-from tests.integration.conftest import REDIS_URL
+from tests.integration.conftest import STATE_PARAMS, SharedState, shared_state
 from tests.integration.mock_upstream import MockUpstream
 
 pytestmark = pytest.mark.redis
@@ -48,11 +49,16 @@ def _free_port() -> int:
 
 
 def _gateway_config(
-    port: int, upstream: str, ledger: Path, prefix: str, requests_per_minute: int
+    port: int,
+    upstream: str,
+    ledger: Path,
+    prefix: str,
+    requests_per_minute: int,
+    state: SharedState,
 ) -> str:
     config = {
         "server": {"listen": f"127.0.0.1:{port}", "shutdown_timeout": 5},
-        "redis": {"url": REDIS_URL, "key_prefix": prefix},
+        "redis": {"url": state.url, "key_prefix": prefix, "cluster": state.cluster},
         "ledger": {"sink": f"sqlite:///{ledger}"},
         "providers": [
             {"name": "mock", "kind": "openai-compatible", "base_url": f"{upstream}/v1"}
@@ -153,16 +159,6 @@ async def _wait_for_http(url: str, process: subprocess.Popen[bytes], log: Path) 
     raise RuntimeError(f"{url} did not answer within 30 s:\n{_tail(log)}")
 
 
-async def _delete_keys(prefix: str) -> None:
-    client = redis.asyncio.Redis.from_url(REDIS_URL)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
-
-
 @pytest.fixture
 async def upstream_url() -> AsyncIterator[str]:
     runner = web.AppRunner(MockUpstream().app())
@@ -173,9 +169,12 @@ async def upstream_url() -> AsyncIterator[str]:
     await runner.cleanup()
 
 
-@pytest.fixture
-async def fleet(tmp_path: Path, upstream_url: str) -> AsyncIterator[Fleet]:
+@pytest.fixture(params=STATE_PARAMS[1:])
+async def fleet(
+    request: pytest.FixtureRequest, tmp_path: Path, upstream_url: str
+) -> AsyncIterator[Fleet]:
     """Three gateways with a 10 requests-per-minute key, behind nginx."""
+    state = shared_state(request)
     if not os.access(NGINX, os.X_OK):
         pytest.skip("nginx is not installed (Debian package nginx-light)")
     prefix = f"llmgw-fleet-test-{uuid.uuid4().hex[:12]}:"
@@ -187,7 +186,9 @@ async def fleet(tmp_path: Path, upstream_url: str) -> AsyncIterator[Fleet]:
             ledger = tmp_path / f"ledger-{index}.db"
             config = tmp_path / f"gateway-{index}.yaml"
             config.write_text(
-                _gateway_config(port, upstream_url, ledger, prefix, REQUESTS_PER_MINUTE)
+                _gateway_config(
+                    port, upstream_url, ledger, prefix, REQUESTS_PER_MINUTE, state
+                )
             )
             log = tmp_path / f"gateway-{index}.log"
             args = [sys.executable, "-m", "llmgw.cli", "serve", "--config", str(config)]
@@ -205,7 +206,7 @@ async def fleet(tmp_path: Path, upstream_url: str) -> AsyncIterator[Fleet]:
         yield fleet
     finally:
         fleet.stop()
-        await _delete_keys(prefix)
+        await state.delete_keys(prefix)
 
 
 async def test_fleet_admits_exactly_the_limit(fleet: Fleet) -> None:

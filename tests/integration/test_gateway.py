@@ -14,12 +14,12 @@ from typing import Any
 
 import orjson
 import pytest
-import redis.asyncio
 from structlog.testing import capture_logs
 
 from llmgw.config import Timeouts
 from llmgw.errors import BackendUnavailable
 from llmgw.providers.openai import OpenAIProvider
+from tests.integration.conftest import STATE_PARAMS, shared_state
 from tests.integration.gateway_harness import (
     DEV_KEY,
     GPT_ONLY_KEY,
@@ -31,7 +31,6 @@ from tests.integration.gateway_harness import (
 )
 from tests.integration.mock_upstream import PROVIDER_KEY
 
-REDIS_URL = "redis://127.0.0.1:6379/15"
 CHAT = "/v1/chat/completions"
 
 
@@ -42,18 +41,15 @@ def chat_body(model: str = "small", **extra: Any) -> dict[str, Any]:
     return body
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=STATE_PARAMS)
 async def gw(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
     prefix = f"llmgw-test-{uuid.uuid4().hex[:8]}:"
-    redis_url = REDIS_URL if request.param == "redis" else None
-    async with running_gateway(tmp_path, redis_url, prefix) as harness:
+    state = shared_state(request)
+    async with running_gateway(
+        tmp_path, state.url, prefix, cluster=state.cluster
+    ) as harness:
         yield harness
-    if redis_url:
-        client = redis.asyncio.Redis.from_url(redis_url)
-        keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
+    await state.delete_keys(prefix)
 
 
 async def error_of(response: Any) -> dict[str, Any]:

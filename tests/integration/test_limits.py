@@ -32,6 +32,7 @@ from llmgw.limits.base import (
 from llmgw.limits.memory import MemoryBackend
 from llmgw.limits.periods import Calendar
 from llmgw.limits.redis import (
+    Client,
     RedisBackend,
     concurrency_key,
     period_keys,
@@ -85,19 +86,18 @@ def make_record(request_id: str) -> UsageRecord:
 
 
 class Inspector:
-    """Read limit state straight from the store of either back end."""
+    """Read limit state straight from the store of any back end.
+
+    For Redis it reads through the back end's own client for ledger reads,
+    which also reaches the right node of a Redis Cluster.
+    """
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
-        self._client: redis.asyncio.Redis | None = None
 
-    def _redis(self) -> tuple[redis.asyncio.Redis, str]:
+    def _redis(self) -> tuple[Client, str]:
         assert isinstance(self.backend, RedisBackend)
-        if self._client is None:
-            self._client = redis.asyncio.Redis.from_url(
-                REDIS_URL, decode_responses=True
-            )
-        return self._client, self.backend.prefix
+        return self.backend._client, self.backend.prefix
 
     async def leases(self, limit: ConcurrencyLimit) -> int:
         """Return the leases held, expired ones not yet removed included."""
@@ -116,8 +116,7 @@ class Inspector:
         return int(used or 0), int(reserved or 0)
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
+        """Nothing to close: the client belongs to the back end."""
 
 
 @pytest.fixture
@@ -663,8 +662,8 @@ async def test_redis_settle_loads_missing_script(
 
 async def test_backends_agree_on_levels(backend: Backend) -> None:
     # The same sequence gives the same levels on both back ends.
-    bucket = Bucket("key:ci:tokens", "tokens", 100, 0.001)
-    slots = ConcurrencyLimit("concurrency:key:ci", 2)
+    bucket = Bucket("key:ci:tokens", "tokens", 100, 0.001, tag="k:ci")
+    slots = ConcurrencyLimit("concurrency:key:ci", 2, tag="k:ci")
     quota = PeriodLimit(
         "quota:key:ci:day:x", "tokens", 50, time.time() + 3600, tag="k:ci"
     )

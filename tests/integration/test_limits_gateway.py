@@ -14,13 +14,13 @@ from typing import Any
 
 import aiohttp
 import pytest
-import redis.asyncio
 
 from llmgw.limits.base import ConcurrencyLimit
 from llmgw.limits.memory import MemoryBackend
 from llmgw.limits.redis import RedisBackend, concurrency_key
 from llmgw.limits.spec import Price
 from llmgw.pipeline.policy import Router
+from tests.integration.conftest import STATE_PARAMS, shared_state
 from tests.integration.gateway_harness import DEV_KEY, Harness, running_gateway
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
@@ -41,19 +41,16 @@ async def _gateway(
     request: pytest.FixtureRequest, tmp_path: Path, tenant_limits: str
 ) -> AsyncIterator[Harness]:
     prefix = f"llmgw-limits-test-{uuid.uuid4().hex[:8]}:"
-    redis_url = REDIS_URL if request.param == "redis" else None
+    state = shared_state(request)
     extra = f"tenants: [{{name: acme, limits: {tenant_limits}}}]"
-    async with running_gateway(tmp_path, redis_url, prefix, extra) as harness:
+    async with running_gateway(
+        tmp_path, state.url, prefix, extra, cluster=state.cluster
+    ) as harness:
         yield harness
-    if redis_url:
-        client = redis.asyncio.Redis.from_url(redis_url)
-        keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
+    await state.delete_keys(prefix)
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=STATE_PARAMS)
 async def slots_gw(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[Harness]:
@@ -62,7 +59,7 @@ async def slots_gw(
         yield harness
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=STATE_PARAMS)
 async def budget_gw(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[Harness]:
@@ -84,11 +81,9 @@ async def leases(harness: Harness) -> int:
     if isinstance(backend, MemoryBackend):
         return backend.leases(TENANT_SLOTS.key)
     assert isinstance(backend, RedisBackend)
-    client = redis.asyncio.Redis.from_url(REDIS_URL)
-    try:
-        return int(await client.zcard(concurrency_key(backend.prefix, TENANT_SLOTS)))
-    finally:
-        await client.aclose()
+    # The back end's own client reaches the right node of a Redis Cluster.
+    client = backend._client
+    return int(await client.zcard(concurrency_key(backend.prefix, TENANT_SLOTS)))
 
 
 async def settled(harness: Harness) -> None:
