@@ -317,7 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--by",
         choices=list(GROUP_COLUMNS),
         default="key",
-        help="group by key name, tenant, requested model or UTC day (default: key)",
+        help=(
+            "group by key name, team (as tenant/team), tenant, requested model "
+            "or UTC day (default: key)"
+        ),
     )
     usage.add_argument(
         "--format",

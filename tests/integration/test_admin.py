@@ -281,7 +281,7 @@ async def test_config_keys_work_beside_managed(gw: Harness) -> None:
 
 
 async def test_managed_key_chat_writes_ledger(gw: Harness) -> None:
-    key = await create_key(gw)
+    key = await create_key(gw, tenant="acme", team="platform")
     body = {"model": "small", "messages": [{"role": "user", "content": "Hi"}]}
 
     response = await gw.post("/v1/chat/completions", body, key=key["secret"])
@@ -290,6 +290,8 @@ async def test_managed_key_chat_writes_ledger(gw: Harness) -> None:
 
     assert response.status == 200
     assert [row["key_name"] for row in rows] == ["ci"]
+    assert [row["tenant"] for row in rows] == ["acme"]
+    assert [row["team"] for row in rows] == ["platform"]
 
 
 async def test_key_expiry(gw: Harness) -> None:

@@ -255,6 +255,7 @@ async def test_totals_by_key_model_day(sink: Sink) -> None:
             make_record(
                 "r3",
                 key_name="dev",
+                team="platform",
                 model="smollm2",
                 estimated=True,
                 cached_tokens=4,
@@ -276,6 +277,7 @@ async def test_totals_by_key_model_day(sink: Sink) -> None:
     by_model = totals_by_group(await sink.totals("model"))
     by_day = totals_by_group(await sink.totals("day"))
     by_tenant = totals_by_group(await sink.totals("tenant"))
+    by_team = totals_by_group(await sink.totals("team"))
 
     assert [row["group"] for row in by_key] == ["ci", "dev", None]
     assert by_key[0] == TotalsRow(
@@ -302,6 +304,10 @@ async def test_totals_by_key_model_day(sink: Sink) -> None:
     assert by_day["2023-11-15"]["requests"] == 1
     assert by_tenant["acme"]["requests"] == 3
     assert by_tenant[None]["requests"] == 1
+    # Teams are named inside their tenant.
+    assert by_team["acme/platform"]["requests"] == 1
+    assert by_team["acme/platform"]["cached_tokens"] == 4
+    assert by_team[None]["requests"] == 3
 
 
 async def test_ping_open_sink(sink: Sink) -> None:

@@ -1,15 +1,17 @@
-"""The ledger's cost_usd column, in new tables and in tables created before
-the record had the field."""
+"""The ledger's cost_usd column and the other newer columns, in new tables
+and in tables created before the record had the fields."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
+from dataclasses import replace
 
 import asyncpg
 import orjson
 
 from llmgw.ledger.record import RECORD_FIELD, UsageRecord
-from llmgw.ledger.sink import Sink, open_sink
+from llmgw.ledger.sink import ADDED_COLUMNS, Sink, open_sink
 
 from .conftest import POSTGRES_DSN
 
@@ -47,14 +49,18 @@ def test_record_without_cost_field_reads_zero() -> None:
     assert UsageRecord.from_fields(fields).cost_usd == 0.0
 
 
-async def _drop_cost_column(sink_url: str, table: str) -> None:
+async def _drop_columns(sink_url: str, table: str, columns: Sequence[str]) -> None:
+    """Drop columns, as in a table created by an earlier version."""
+    statements = [f"ALTER TABLE {table} DROP COLUMN {column}" for column in columns]
     if sink_url.startswith("sqlite:///"):
         with sqlite3.connect(sink_url.removeprefix("sqlite:///")) as db:
-            db.execute(f"ALTER TABLE {table} DROP COLUMN cost_usd")
+            for statement in statements:
+                db.execute(statement)
         return
     conn = await asyncpg.connect(POSTGRES_DSN)
     try:
-        await conn.execute(f"ALTER TABLE {table} DROP COLUMN cost_usd")
+        for statement in statements:
+            await conn.execute(statement)
     finally:
         await conn.close()
 
@@ -73,7 +79,7 @@ async def test_sink_adds_cost_to_old_table(
 ) -> None:
     await sink.write([make_record("old", 0.0)])
     await sink.close()
-    await _drop_cost_column(sink_url, ledger_table)
+    await _drop_columns(sink_url, ledger_table, ["cost_usd"])
 
     reopened = open_sink(sink_url, table=ledger_table)
     await reopened.open()
@@ -88,3 +94,30 @@ async def test_sink_adds_cost_to_old_table(
     assert old.cost_usd == 0.0
     assert new is not None
     assert new.cost_usd == 0.25
+
+
+async def test_sink_adds_every_newer_column(
+    sink: Sink, sink_url: str, ledger_table: str
+) -> None:
+    # A table of the first release, before cost, cache writes and teams.
+    await sink.write([make_record("old", 0.0)])
+    await sink.close()
+    await _drop_columns(sink_url, ledger_table, [c.name for c in ADDED_COLUMNS])
+
+    reopened = open_sink(sink_url, table=ledger_table)
+    await reopened.open()
+    try:
+        new = replace(make_record("new", 0.25), cache_write_tokens=7, team="platform")
+        await reopened.write([new])
+        stored_old = await reopened.fetch("old")
+        stored_new = await reopened.fetch("new")
+        by_team = await reopened.totals("team")
+    finally:
+        await reopened.close()
+
+    assert stored_old is not None
+    assert stored_old.cost_usd == 0.0
+    assert stored_old.cache_write_tokens == 0
+    assert stored_old.team is None
+    assert stored_new == new
+    assert [row["group"] for row in by_team] == ["acme/platform", None]

@@ -12,9 +12,11 @@ import asyncpg
 from llmgw.errors import BackendUnavailable
 from llmgw.ledger.record import UsageRecord
 from llmgw.ledger.sink import (
+    ADDED_COLUMNS,
     COLUMN_NAMES,
     DEFAULT_TABLE,
     RECORD_COLUMNS,
+    Column,
     TotalsRow,
     record_row,
     row_record,
@@ -33,6 +35,14 @@ _CONNECTION_ERRORS = (
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.InterfaceError,
 )
+
+
+def _column_definition(column: Column) -> str:
+    """Return the definition that adds ``column`` to an existing table."""
+    definition = f"{column.name} {_SQL_TYPES[column.python_type]}"
+    if not column.nullable:
+        definition += " NOT NULL DEFAULT 0"
+    return definition
 
 
 def _create_table_sql(table: str) -> str:
@@ -209,16 +219,12 @@ class PostgresSink:
                 "SELECT pg_advisory_xact_lock(hashtext($1))", self._table
             )
             await conn.execute(_create_table_sql(self._table))
-            # Tables created before the record had cost_usd and
-            # cache_write_tokens lack those columns.
-            await conn.execute(
-                f"ALTER TABLE {self._table} ADD COLUMN IF NOT EXISTS "
-                "cost_usd double precision NOT NULL DEFAULT 0"
-            )
-            await conn.execute(
-                f"ALTER TABLE {self._table} ADD COLUMN IF NOT EXISTS "
-                "cache_write_tokens bigint NOT NULL DEFAULT 0"
-            )
+            # A table created by an earlier version lacks the newer columns.
+            for column in ADDED_COLUMNS:
+                await conn.execute(
+                    f"ALTER TABLE {self._table} ADD COLUMN IF NOT EXISTS "
+                    f"{_column_definition(column)}"
+                )
             await conn.execute(
                 f"CREATE INDEX IF NOT EXISTS {self._table}_ts ON {self._table} (ts)"
             )

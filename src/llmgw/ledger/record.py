@@ -51,6 +51,8 @@ class UsageRecord:
     # cache_creation_input_tokens, Bedrock's cacheWriteInputTokens). Like
     # cached_tokens, they are part of input_tokens.
     cache_write_tokens: int = 0
+    # The key's team inside its tenant, or the team claim of a JWT.
+    team: str | None = None
 
     def to_fields(self) -> dict[str, str]:
         """Encode as a Redis Stream entry: one field holding the record as JSON.

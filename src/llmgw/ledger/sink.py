@@ -22,8 +22,16 @@ from llmgw.ledger.record import UsageRecord
 
 DEFAULT_TABLE = "llmgw_usage"
 
-# The ``by`` values of ``Sink.totals`` and the column each one groups by.
-GROUP_COLUMNS = {"key": "key_name", "tenant": "tenant", "model": "model", "day": "day"}
+# The ``by`` values of ``Sink.totals`` and the expression each one groups
+# by. A team's name is unique only inside its tenant, so teams are grouped
+# as "tenant/team" (NULL for records without a team).
+GROUP_COLUMNS = {
+    "key": "key_name",
+    "team": "tenant || '/' || team",
+    "tenant": "tenant",
+    "model": "model",
+    "day": "day",
+}
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
@@ -118,6 +126,14 @@ def _record_columns() -> tuple[Column, ...]:
 
 
 RECORD_COLUMNS = _record_columns()
+# The columns added to the record after the ledger table was first released,
+# in the order they were added. Opening a sink adds the missing ones to an
+# existing table, filled with NULL where the column may be empty, else 0.
+ADDED_COLUMNS = tuple(
+    column
+    for column in RECORD_COLUMNS
+    if column.name in ("cost_usd", "cache_write_tokens", "team")
+)
 # The stored columns: the record's fields, then the derived ``day``.
 COLUMN_NAMES: tuple[str, ...] = (*(column.name for column in RECORD_COLUMNS), "day")
 

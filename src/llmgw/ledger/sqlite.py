@@ -16,6 +16,7 @@ import aiosqlite
 from llmgw.errors import BackendUnavailable
 from llmgw.ledger.record import UsageRecord
 from llmgw.ledger.sink import (
+    ADDED_COLUMNS,
     COLUMN_NAMES,
     DEFAULT_TABLE,
     RECORD_COLUMNS,
@@ -43,37 +44,22 @@ def _create_table_sql(table: str) -> str:
     return f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(columns)})"
 
 
-async def _add_cost_column(conn: aiosqlite.Connection, table: str) -> None:
-    """Add ``cost_usd`` to a table created before the record had it."""
+async def _add_missing_columns(conn: aiosqlite.Connection, table: str) -> None:
+    """Add the columns that a table created by an earlier version lacks."""
     cursor = await conn.execute(f"PRAGMA table_info({table})")
     names = {row[1] for row in await cursor.fetchall()}
-    if "cost_usd" in names:
-        return
-    try:
-        await conn.execute(
-            f"ALTER TABLE {table} ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0"
-        )
-    except sqlite3.OperationalError as exc:
-        # Another process opening the same file added it first.
-        if "duplicate column" not in str(exc):
-            raise
-
-
-async def _add_cache_write_column(conn: aiosqlite.Connection, table: str) -> None:
-    """Add ``cache_write_tokens`` to a table created before the record had it."""
-    cursor = await conn.execute(f"PRAGMA table_info({table})")
-    names = {row[1] for row in await cursor.fetchall()}
-    if "cache_write_tokens" in names:
-        return
-    try:
-        await conn.execute(
-            f"ALTER TABLE {table} ADD COLUMN cache_write_tokens INTEGER NOT NULL"
-            " DEFAULT 0"
-        )
-    except sqlite3.OperationalError as exc:
-        # Another process opening the same file added it first.
-        if "duplicate column" not in str(exc):
-            raise
+    for column in ADDED_COLUMNS:
+        if column.name in names:
+            continue
+        definition = f"{column.name} {_SQL_TYPES[column.python_type]}"
+        if not column.nullable:
+            definition += " NOT NULL DEFAULT 0"
+        try:
+            await conn.execute(f"ALTER TABLE {table} ADD COLUMN {definition}")
+        except sqlite3.OperationalError as exc:
+            # Another process opening the same file added it first.
+            if "duplicate column" not in str(exc):
+                raise
 
 
 class SQLiteSink:
@@ -111,8 +97,7 @@ class SQLiteSink:
                 )
                 await conn.execute("PRAGMA journal_mode = WAL")
                 await conn.execute(_create_table_sql(self._table))
-                await _add_cost_column(conn, self._table)
-                await _add_cache_write_column(conn, self._table)
+                await _add_missing_columns(conn, self._table)
                 await conn.execute(
                     f"CREATE INDEX IF NOT EXISTS {self._table}_ts ON {self._table} (ts)"
                 )

@@ -78,6 +78,7 @@ async def _record_and_cost(
         route=ctx.route,
         key_name=principal.key_name if principal else None,
         tenant=principal.tenant if principal else None,
+        team=principal.team if principal else None,
         model=ctx.model,
         provider=deployment.provider.name if deployment else None,
         upstream_model=deployment.upstream_model if deployment else None,
