@@ -63,6 +63,7 @@ from llmgw.config import (
     _split_listen,
     check_cluster_url,
     hash_key,
+    split_node_address,
 )
 from llmgw.ledger.sink import validate_table
 from llmgw.limits.spec import LimitSpec, Period, Price, TokenCount
@@ -87,7 +88,7 @@ _SERVER_KEYS = (
     "read_timeout",
     "shutdown_timeout",
 )
-_REDIS_KEYS = ("url", "key_prefix", "on_unavailable", "cluster")
+_REDIS_KEYS = ("url", "key_prefix", "on_unavailable", "cluster", "cluster_nodes")
 MIN_BUDGET_USD = 0.000001
 _LEDGER_KEYS = ("sink", "table", "claim_idle_seconds")
 _LOGGING_KEYS = ("level", "log_prompts")
@@ -316,11 +317,26 @@ class _Parser:
             reason = check_cluster_url(url)
             if reason is not None:
                 raise self.error(item.node, item.path, reason)
+        nodes: list[str] = []
+        for node, path in self.items(section, "cluster_nodes"):
+            address = self.scalar(node, path, "cluster_nodes")
+            if not isinstance(address.value, str):
+                raise self.invalid(address, "a host:port string")
+            try:
+                split_node_address(address.value)
+            except ValueError as exc:
+                raise self.error(node, path, str(exc)) from None
+            nodes.append(address.value)
+        if nodes and not cluster:
+            node = section.values["cluster_nodes"]
+            reason = "needs cluster: true, because only a Redis Cluster has more nodes"
+            raise self.error(node, section.child("cluster_nodes"), reason)
         return RedisConfig(
             url=url,
             key_prefix=_or_default(key_prefix, "llmgw:"),
             on_unavailable=cast(OnUnavailable, on_unavailable or "fail_closed"),
             cluster=cluster,
+            cluster_nodes=tuple(nodes),
         )
 
     def ledger(self, section: _Section) -> LedgerConfig:

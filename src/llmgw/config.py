@@ -91,12 +91,21 @@ class RedisConfig:
     # Whether url names one node of a Redis Cluster, from which the gateway
     # learns the others.
     cluster: bool = False
+    # More "host:port" nodes of the cluster, tried in turn when the node of
+    # url does not answer, as at start-up while it is down.
+    cluster_nodes: tuple[str, ...] = ()
+
+    @property
+    def cluster_addresses(self) -> tuple[tuple[str, int], ...]:
+        """The hosts and ports of ``cluster_nodes``."""
+        return tuple(split_node_address(node) for node in self.cluster_nodes)
 
     def __repr__(self) -> str:
         url = redact_url(self.url)
         return (
             f"RedisConfig(url={url!r}, key_prefix={self.key_prefix!r}, "
-            f"on_unavailable={self.on_unavailable!r}, cluster={self.cluster!r})"
+            f"on_unavailable={self.on_unavailable!r}, cluster={self.cluster!r}, "
+            f"cluster_nodes={self.cluster_nodes!r})"
         )
 
 
@@ -665,6 +674,21 @@ def check_cluster_url(url: str) -> str | None:
     if any(database not in ("", "0") for database in databases):
         return "Redis Cluster has only database 0; remove the database from the URL"
     return None
+
+
+def split_node_address(address: str) -> tuple[str, int]:
+    """Split ``host:port`` or ``[ipv6]:port``; raise ValueError naming what is wrong."""
+    host, separator, port_text = address.rpartition(":")
+    if not separator or not port_text.isascii() or not port_text.isdigit():
+        raise ValueError("expected host:port, for example redis-1.internal:6379")
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise ValueError("the port must be a number from 1 to 65535")
+    if host.startswith("[") and host.endswith("]") and _is_ipv6(host[1:-1]):
+        return host[1:-1], port
+    if not _REDIS_HOST.fullmatch(host):
+        raise ValueError("the host is not a host name or address (IPv6 in brackets)")
+    return host, port
 
 
 def _redis_url_problem(url: str) -> str | None:

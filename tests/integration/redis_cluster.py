@@ -1,9 +1,10 @@
 """A real Redis Cluster of redis-server processes on 127.0.0.1, for tests.
 
 Each node listens on a free port whose cluster bus port (10000 higher) is
-free too. The nodes split the 16384 slots evenly, meet, and the cluster is
-ready once every node reports ``cluster_state:ok`` and lists every node in
-its slot map.
+free too. The primaries split the 16384 slots evenly, all nodes meet, and
+replicas follow their primaries. The cluster is ready once every node
+reports ``cluster_state:ok`` and lists every primary and replica in its
+slot map.
 """
 
 from __future__ import annotations
@@ -99,14 +100,18 @@ class RedisClusterNodes:
                 process.wait()
 
 
-def start_cluster(folder: Path, nodes: int = 3) -> RedisClusterNodes:
-    """Start ``nodes`` primaries without replicas and form a cluster of them."""
+def start_cluster(folder: Path, nodes: int = 3, replicas: int = 0) -> RedisClusterNodes:
+    """Start ``nodes`` primaries and form a cluster of them.
+
+    With ``replicas``, each primary gets that many replicas, which come after
+    the primaries in ``ports``.
+    """
     server = redis_server_path()
     if server is None:
         raise RuntimeError("redis-server is not installed (Debian package redis)")
     cluster = RedisClusterNodes(folder)
     try:
-        for _ in range(nodes):
+        for _ in range(nodes * (1 + replicas)):
             port = _free_node_port()
             node_folder = folder / str(port)
             node_folder.mkdir(parents=True)
@@ -134,8 +139,8 @@ def start_cluster(folder: Path, nodes: int = 3) -> RedisClusterNodes:
             cluster.ports.append(port)
             cluster.processes.append(subprocess.Popen(args))
         _wait_for_ping(cluster)
-        _form(cluster)
-        _wait_until_ready(cluster)
+        _form(cluster, nodes)
+        _wait_until_ready(cluster, nodes, replicas)
     except BaseException:
         cluster.stop()
         raise
@@ -159,33 +164,56 @@ def _wait_for_ping(cluster: RedisClusterNodes) -> None:
                 time.sleep(0.05)
 
 
-def _form(cluster: RedisClusterNodes) -> None:
-    count = len(cluster.ports)
-    for index in range(count):
-        start = SLOTS * index // count
-        end = SLOTS * (index + 1) // count - 1
+def _form(cluster: RedisClusterNodes, primaries: int) -> None:
+    for index in range(len(cluster.ports)):
         with cluster.client(index) as client:
             client.execute_command("CLUSTER SET-CONFIG-EPOCH", index + 1)
-            client.execute_command("CLUSTER ADDSLOTSRANGE", start, end)
+            if index < primaries:
+                start = SLOTS * index // primaries
+                end = SLOTS * (index + 1) // primaries - 1
+                client.execute_command("CLUSTER ADDSLOTSRANGE", start, end)
     with cluster.client(0) as first:
         for port in cluster.ports[1:]:
             first.execute_command("CLUSTER MEET", "127.0.0.1", port)
+    primary_ids = [cluster.node_id(index) for index in range(primaries)]
+    deadline = time.monotonic() + READY_SECONDS
+    for index in range(primaries, len(cluster.ports)):
+        primary_id = primary_ids[index % primaries]
+        with cluster.client(index) as replica:
+            # A replica can follow a primary only once the meeting has
+            # reached it, so it is asked until it accepts.
+            while True:
+                try:
+                    replica.execute_command("CLUSTER REPLICATE", primary_id)
+                    break
+                except redis.ResponseError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
 
 
-def _wait_until_ready(cluster: RedisClusterNodes) -> None:
+def _wait_until_ready(
+    cluster: RedisClusterNodes, primaries: int, replicas: int
+) -> None:
     deadline = time.monotonic() + READY_SECONDS
     while time.monotonic() < deadline:
-        if all(_node_ready(cluster, index) for index in range(len(cluster.ports))):
+        indexes = range(len(cluster.ports))
+        if all(_node_ready(cluster, i, primaries, replicas) for i in indexes):
             return
         time.sleep(0.05)
     raise RuntimeError("the Redis Cluster did not become ready:\n" + cluster.log(0))
 
 
-def _node_ready(cluster: RedisClusterNodes, index: int) -> bool:
+def _node_ready(
+    cluster: RedisClusterNodes, index: int, primaries: int, replicas: int
+) -> bool:
+    """Return whether a node is ok and sees every primary with its replicas."""
     with cluster.client(index) as client:
         info = client.execute_command("CLUSTER INFO")
-        known = len(client.execute_command("CLUSTER SLOTS"))
+        ranges = client.execute_command("CLUSTER SLOTS")
     state = info.get("cluster_state") if isinstance(info, dict) else None
     if state is None:
         state = "ok" if "cluster_state:ok" in str(info) else "fail"
-    return state == "ok" and known == len(cluster.ports)
+    # Each CLUSTER SLOTS entry is start, end, the primary, then its replicas.
+    complete = all(len(entry) - 3 == replicas for entry in ranges)
+    return state == "ok" and len(ranges) == primaries and complete

@@ -9,6 +9,7 @@ node that dies.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 import uuid
 from collections import Counter
@@ -16,8 +17,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import redis.exceptions
 from redis.crc import key_slot
 
+from llmgw.admin.records import Tenant
+from llmgw.admin.redis_store import RedisStore
 from llmgw.errors import BackendUnavailable
 from llmgw.ledger.record import UsageRecord
 from llmgw.limits.base import (
@@ -31,8 +35,13 @@ from llmgw.limits.base import (
     Reserve,
     SettleItem,
 )
-from llmgw.limits.cluster import ClusterPipelinedRedis, command_slot
-from llmgw.limits.redis import RedisBackend, bucket_key, period_keys
+from llmgw.limits.cluster import ClusterPipelinedRedis, _redirect, command_slot
+from llmgw.limits.redis import (
+    RedisBackend,
+    bucket_key,
+    concurrency_key,
+    period_keys,
+)
 from tests.integration.conftest import delete_cluster_keys
 from tests.integration.redis_cluster import RedisClusterNodes, start_cluster
 
@@ -354,3 +363,149 @@ def test_command_slot_of_scripts() -> None:
     )
     assert command_slot(["EVALSHA", "0" * 40, 0]) is None
     assert command_slot(["PING"]) is None
+
+
+async def test_ledger_node_down_frees_leases(
+    own_cluster: RedisClusterNodes, prefix: str
+) -> None:
+    # The record's XADD fails on the ledger's node, yet the settlement script
+    # on the tenant's node still frees the lease and the reservation.
+    ledger_node = own_cluster.node_of_slot(key_slot(f"{prefix}ledger".encode()))
+    tenant_node = (ledger_node + 1) % 3
+    tenant = tenant_on_node(own_cluster, tenant_node, "apart")
+    backend = RedisBackend.from_url(
+        _node_url(own_cluster, tenant_node),
+        prefix=prefix,
+        cluster=True,
+        socket_timeout=2.0,
+    )
+    items = tenant_items(tenant, 5)
+    try:
+        assert (await backend.admit(items, request_id="r1")).admitted
+        own_cluster.kill(ledger_node)
+        with pytest.raises(BackendUnavailable):
+            await backend.settle(
+                settlement(items), record("r1", tenant), request_id="r1"
+            )
+    finally:
+        await backend.close()
+
+    lease = items[1]
+    quota = items[2]
+    assert isinstance(lease, Lease)
+    assert isinstance(quota, Reserve)
+    counter, reservations = period_keys(prefix, quota.limit)
+    with own_cluster.client(tenant_node) as node:
+        assert node.zcard(concurrency_key(prefix, lease.limit)) == 0
+        assert node.hget(counter, "reserved") == "0"
+        assert node.hget(counter, "used") == "10"
+        assert node.zcard(reservations) == 0
+
+
+def _node_url(cluster: RedisClusterNodes, index: int) -> str:
+    return f"redis://127.0.0.1:{cluster.ports[index]}/0"
+
+
+async def test_cluster_nodes_used_when_url_node_down(
+    shared: RedisClusterNodes, prefix: str
+) -> None:
+    # The configured node does not answer (nothing listens on its port), so
+    # every client finds the cluster through the other nodes.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead_port = sock.getsockname()[1]
+    others = [("127.0.0.1", port) for port in shared.ports]
+    url = f"redis://127.0.0.1:{dead_port}/0"
+    backend = RedisBackend.from_url(
+        url, prefix=prefix, cluster=True, cluster_nodes=others
+    )
+    store = RedisStore.from_url(url, prefix=prefix, cluster=True, cluster_nodes=others)
+    tenant = tenant_on_node(shared, 1, "seeded")
+    items = tenant_items(tenant, 5)
+    try:
+        await store.open()
+        await store.create_tenant(
+            Tenant(tenant, created=time.time(), updated=time.time())
+        )
+        stored = await store.get_tenant(tenant)
+        admission = await backend.admit(items, request_id="r1")
+        await backend.settle(settlement(items), record("r1", tenant), request_id="r1")
+        entries = await backend.read_ledger("drainer", 10, block_ms=0)
+    finally:
+        await store.close()
+        await backend.close()
+
+    assert stored is not None
+    assert admission.admitted
+    assert [entry.record.request_id for entry in entries] == ["r1"]
+
+
+async def test_standalone_config_on_cluster_node(
+    shared: RedisClusterNodes, prefix: str
+) -> None:
+    # cluster: false pointed at a cluster node names the setting to change.
+    tenant = tenant_on_node(shared, 1, "misconfigured")
+    backend = RedisBackend.from_url(_node_url(shared, 0), prefix=prefix)
+    try:
+        with pytest.raises(BackendUnavailable, match=r"set redis\.cluster: true"):
+            await backend.admit(tenant_items(tenant, 5), request_id="r1")
+    finally:
+        await backend.close()
+
+
+async def test_failover_to_replica(tmp_path: Path, prefix: str) -> None:
+    # The primary of a tenant's slot dies and its replica takes over: the
+    # requests in between get BackendUnavailable, and once the replica is
+    # promoted the same clients admit again, on the state it replicated.
+    cluster = start_cluster(tmp_path / "cluster", nodes=3, replicas=1)
+    tenant = tenant_on_node(cluster, 0, "failover")
+    backend = RedisBackend.from_url(
+        _node_url(cluster, 1),
+        prefix=prefix,
+        cluster=True,
+        cluster_nodes=[("127.0.0.1", port) for port in cluster.ports],
+        socket_timeout=2.0,
+    )
+    items = tenant_items(tenant, 10)
+    outcomes: list[bool] = []
+    unavailable = 0
+    try:
+        for number in range(4):
+            outcomes.append(
+                (await backend.admit(items, request_id=f"before{number}")).admitted
+            )
+        with cluster.client(0) as primary:
+            # The replica must hold the writes before its primary dies.
+            primary.execute_command("WAIT", 1, 2000)
+        cluster.kill(0)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                admission = await backend.admit(items, request_id="after")
+                break
+            except BackendUnavailable:
+                unavailable += 1
+                assert time.monotonic() < deadline, "no replica took over"
+                await asyncio.sleep(0.2)
+        outcomes.append(admission.admitted)
+        rest = [
+            (await backend.admit(items, request_id=f"rest{n}")).admitted
+            for n in range(10)
+        ]
+    finally:
+        await backend.close()
+        cluster.stop()
+
+    assert outcomes == [True] * 5
+    assert unavailable > 0
+    # The bucket of 10 came through the failover with its 5 taken.
+    assert rest.count(True) == 5
+
+
+def test_redirect_address_gets_ipv6_brackets() -> None:
+    moved = redis.exceptions.ResponseError("MOVED 3999 ::1:7001")
+    asked = redis.exceptions.ResponseError("ASK 3999 127.0.0.1:7001")
+
+    assert _redirect(moved) == ("MOVED", 3999, "[::1]:7001")
+    assert _redirect(asked) == ("ASK", 3999, "127.0.0.1:7001")
+    assert _redirect(redis.exceptions.ResponseError("NOSCRIPT x")) is None

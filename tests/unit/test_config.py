@@ -768,6 +768,20 @@ def test_redis_url_is_accepted(
     assert options.get("port") == port
 
 
+def test_redis_cluster_nodes_are_split() -> None:
+    config = parse(
+        "redis:\n  url: redis://10.0.0.5:7000\n  cluster: true\n"
+        "  cluster_nodes: ['10.0.0.6:7000', '[fd00::7]:7001', redis-3:7002]\n"
+    )
+
+    assert config.redis is not None
+    assert config.redis.cluster_addresses == (
+        ("10.0.0.6", 7000),
+        ("fd00::7", 7001),
+        ("redis-3", 7002),
+    )
+
+
 @pytest.mark.parametrize(
     "url", ["redis://10.0.0.5:7000", "redis://10.0.0.5:7000/0", "rediss://h:7000/"]
 )
@@ -1640,6 +1654,28 @@ def test_key_tenant_outside_config_is_accepted() -> None:
             "redis.url",
             "Redis Cluster needs a redis:// or rediss:// URL, not a unix socket",
             id="cluster-socket",
+        ),
+        pytest.param(
+            "redis: {url: 'redis://h:7000', cluster: true, cluster_nodes: ['h2']}\n",
+            1,
+            "redis.cluster_nodes[0]",
+            "expected host:port, for example redis-1.internal:6379",
+            id="cluster-node-without-port",
+        ),
+        pytest.param(
+            "redis: {url: 'redis://h:7000', cluster: true, "
+            "cluster_nodes: ['::1:7000']}\n",
+            1,
+            "redis.cluster_nodes[0]",
+            "the host is not a host name or address (IPv6 in brackets)",
+            id="cluster-node-ipv6-without-brackets",
+        ),
+        pytest.param(
+            "redis: {url: 'redis://h:7000', cluster_nodes: ['h2:7000']}\n",
+            1,
+            "redis.cluster_nodes",
+            "needs cluster: true",
+            id="cluster-nodes-without-cluster",
         ),
         pytest.param(
             "redis: {url: 'redis://h/0', cluster: sometimes}\n",

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -69,7 +69,12 @@ from llmgw.admin.records import (
 )
 from llmgw.admin.store import Conflict, name_taken
 from llmgw.errors import BackendUnavailable
-from llmgw.limits.redis import Client, connection_options
+from llmgw.limits.redis import (
+    UNREACHABLE_ERRORS,
+    Client,
+    cluster_client,
+    connection_options,
+)
 
 log = structlog.get_logger("llmgw.admin.store")
 
@@ -138,13 +143,16 @@ def _text(value: object) -> str | None:
 def _translate_errors(operation: str) -> Iterator[None]:
     try:
         yield
-    except (
-        redis.exceptions.ConnectionError,
-        redis.exceptions.TimeoutError,
-        redis.exceptions.ClusterError,
-    ) as exc:
+    except UNREACHABLE_ERRORS as exc:
         raise BackendUnavailable(
             f"Redis admin store {operation} failed: Redis is unreachable"
+        ) from exc
+    except redis.exceptions.ResponseError as exc:
+        if not str(exc).startswith(("MOVED", "ASK")):
+            raise
+        raise BackendUnavailable(
+            f"Redis admin store {operation} failed: Redis is a Redis Cluster node "
+            "(it answered MOVED); set redis.cluster: true"
         ) from exc
 
 
@@ -162,6 +170,7 @@ class RedisStore:
         *,
         prefix: str = "llmgw:",
         owns_client: bool = False,
+        feed_client: Callable[[], Client] | None = None,
         poll_interval: float = POLL_INTERVAL_SECONDS,
         fresh_seconds: float = FRESH_SECONDS,
         name_claim_seconds: float = NAME_CLAIM_SECONDS,
@@ -174,6 +183,9 @@ class RedisStore:
         self._client = client
         self._prefix = f"{prefix}admin:"
         self._owns_client = owns_client
+        # Creates the client of the change feed's subscription, anew after
+        # each failure; None subscribes through ``client``.
+        self._new_feed_client = feed_client
         self._poll_interval = poll_interval
         self._fresh_seconds = fresh_seconds
         self._name_claim_ms = max(1, round(name_claim_seconds * 1000))
@@ -196,16 +208,47 @@ class RedisStore:
         connect_timeout: float = 2.0,
         poll_interval: float = POLL_INTERVAL_SECONDS,
         cluster: bool = False,
+        cluster_nodes: Sequence[tuple[str, int]] = (),
     ) -> RedisStore:
-        """Create a store with its own client; ``cluster`` as for ``RedisBackend``."""
-        client_class = redis.asyncio.RedisCluster if cluster else redis.asyncio.Redis
-        client: Client = client_class.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=connect_timeout,
+        """Create a store with its own client.
+
+        ``cluster`` and ``cluster_nodes`` are as for ``RedisBackend.from_url``.
+        """
+        client: Client
+        if cluster:
+            client = cluster_client(
+                url,
+                cluster_nodes,
+                socket_timeout=socket_timeout,
+                connect_timeout=connect_timeout,
+            )
+        else:
+            client = redis.asyncio.Redis.from_url(
+                url,
+                decode_responses=True,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=connect_timeout,
+            )
+        feed_client = None
+        if cluster:
+            # redis-py subscribes at the node its slot map names for the
+            # channel and does not read the map again after that node fails,
+            # so each new subscription gets a client with a fresh map.
+            def feed_client() -> Client:
+                return cluster_client(
+                    url,
+                    cluster_nodes,
+                    socket_timeout=socket_timeout,
+                    connect_timeout=connect_timeout,
+                )
+
+        return cls(
+            client,
+            prefix=prefix,
+            owns_client=True,
+            feed_client=feed_client,
+            poll_interval=poll_interval,
         )
-        return cls(client, prefix=prefix, owns_client=True, poll_interval=poll_interval)
 
     # Key names
 
@@ -288,7 +331,10 @@ class RedisStore:
     async def _watch(self) -> None:
         failures = 0
         while not self._closing:
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            feed = self._client
+            if self._new_feed_client is not None:
+                feed = self._new_feed_client()
+            pubsub = feed.pubsub(ignore_subscribe_messages=True)
             try:
                 with _translate_errors("subscribe"):
                     await pubsub.subscribe(self._channel)
@@ -308,10 +354,11 @@ class RedisStore:
                     log.warning("admin_store_feed_failed", error=exc.message)
                 await asyncio.sleep(self._poll_interval)
             finally:
-                with suppress(
-                    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError
-                ):
+                with suppress(*UNREACHABLE_ERRORS):
                     await pubsub.aclose()
+                if feed is not self._client:
+                    with suppress(*UNREACHABLE_ERRORS):
+                        await feed.aclose()
 
     async def _changed(self) -> None:
         """Raise the version, tell other workers, then this worker's listeners.

@@ -148,6 +148,7 @@ def open_store(config: Config) -> Store:
             config.redis.url,
             prefix=config.redis.key_prefix,
             cluster=config.redis.cluster,
+            cluster_nodes=config.redis.cluster_addresses,
         )
 
     from llmgw.admin.sqlite_store import SQLiteStore

@@ -58,4 +58,5 @@ async def open_backend(config: Config) -> Backend:
         prefix=config.redis.key_prefix,
         claim_idle_ms=round(config.ledger.claim_idle_seconds * 1000),
         cluster=config.redis.cluster,
+        cluster_nodes=config.redis.cluster_addresses,
     )

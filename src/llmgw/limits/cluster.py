@@ -70,16 +70,26 @@ def command_slot(args: Sequence[Arg]) -> int | None:
 
 
 def _redirect(exc: redis.exceptions.ResponseError) -> tuple[str, int, str] | None:
-    """Split ``MOVED <slot> <host>:<port>`` or ``ASK ...``; None for other errors."""
+    """Split ``MOVED <slot> <host>:<port>`` or ``ASK ...``; None for other errors.
+
+    The address is returned as the slot map writes it: Redis sends an IPv6
+    host without brackets.
+    """
     parts = str(exc).split()
     if len(parts) != 3 or parts[0] not in ("MOVED", "ASK"):
         return None
-    return parts[0], int(parts[1]), parts[2]
+    return parts[0], int(parts[1]), _join_address(*_split_address(parts[2]))
 
 
 def _split_address(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host.strip("[]"), int(port)
+
+
+def _join_address(host: str, port: int | str) -> str:
+    """Return ``host:port``, with an IPv6 host in brackets."""
+    host = host.strip("[]")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class ClusterPipelinedRedis:
@@ -116,9 +126,17 @@ class ClusterPipelinedRedis:
 
     @classmethod
     def from_url(
-        cls, url: str, *, connect_timeout: float = 2.0, command_timeout: float = 5.0
+        cls,
+        url: str,
+        cluster_nodes: Sequence[tuple[str, int]] = (),
+        *,
+        connect_timeout: float = 2.0,
+        command_timeout: float = 5.0,
     ) -> ClusterPipelinedRedis:
-        """Create a client seeded with the node a ``redis://`` URL names."""
+        """Create a client seeded with the node a ``redis://`` URL names.
+
+        ``cluster_nodes`` are (host, port) pairs of more nodes to try.
+        """
         # NOTE: rediss:// was not tried on a cluster. Nodes are reached at the
         # addresses CLUSTER SLOTS returns, so their certificates must name them.
         options = parse_url(url)  # type: ignore[no-untyped-call]
@@ -129,9 +147,10 @@ class ClusterPipelinedRedis:
             ssl_context = ssl.create_default_context()
         host = options.get("host", "127.0.0.1")
         port = int(options.get("port", 6379))
-        seed = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        seeds = [_join_address(host, port)]
+        seeds += [_join_address(node, node_port) for node, node_port in cluster_nodes]
         return cls(
-            [seed],
+            seeds,
             username=options.get("username"),
             password=options.get("password"),
             ssl_context=ssl_context,
@@ -255,7 +274,7 @@ def _slot_map(reply: list[Any], *, default_host: str) -> list[str | None]:
     for entry in reply:
         start, end, primary = int(entry[0]), int(entry[1]), entry[2]
         host = str(primary[0]) or default_host
-        address = f"[{host}]:{primary[1]}" if ":" in host else f"{host}:{primary[1]}"
+        address = _join_address(host, primary[1])
         for slot in range(start, end + 1):
             slots[slot] = address
     return slots

@@ -42,11 +42,13 @@ The ledger stream has no hash tag, because it cannot share the slot of every
 tenant, so the record is not appended inside ``settle.lua``. Settlement sends
 ``MULTI``, ``XADD`` of the record, ``EVALSHA settle.lua``, ``EXEC`` in one
 pipeline: one round trip, and on a single Redis server (or Sentinel) both
-happen or neither does. On Redis Cluster (``cluster=True``) the two cannot
-share a transaction, so the XADD goes first and the script runs once it is
-stored: a worker that dies in between loses no record. Its leases and
-reservations then stay until their deadlines and its unused bucket tokens
-are not returned, which errs towards limiting.
+happen or neither does. On Redis Cluster (``cluster=True``) the two live on
+different nodes and cannot share a transaction, so both are sent at once and
+each may fail alone. A failed XADD raises ``BackendUnavailable`` after the
+script has freed the request's leases and reservations, and the caller
+stores the record in the sink directly. A failed script leaves them until
+their deadlines and its unused bucket tokens are not returned, which errs
+towards limiting.
 
 On Redis Cluster the whole ledger stream lives in one slot, so one node
 takes every request's XADD and every drain read; each tenant's limits live
@@ -55,6 +57,7 @@ on the node of its own slot.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.resources
 import math
 from collections.abc import Iterator, Sequence
@@ -64,6 +67,7 @@ from typing import Any
 import redis.asyncio
 import redis.exceptions
 import structlog
+from redis.asyncio.cluster import ClusterNode
 from redis.commands.core import AsyncScript
 from redis.typing import EncodableT, FieldT, KeyT, StreamIdT
 
@@ -132,6 +136,36 @@ def _load_script(name: str) -> str:
     return (importlib.resources.files("llmgw.limits") / "lua" / name).read_text()
 
 
+# Errors that mean Redis, or the part of a Redis Cluster that serves a key,
+# cannot be reached: redis-py raises the last two when no cluster node
+# answers or none serves a slot.
+UNREACHABLE_ERRORS = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ClusterError,
+    redis.exceptions.RedisClusterUnreachableError,
+    redis.exceptions.SlotNotCoveredError,
+)
+
+
+def cluster_client(
+    url: str,
+    cluster_nodes: Sequence[tuple[str, int]] = (),
+    *,
+    socket_timeout: float,
+    connect_timeout: float,
+) -> redis.asyncio.RedisCluster:
+    """Create a redis-py cluster client seeded with ``url`` and ``cluster_nodes``."""
+    startup_nodes = [ClusterNode(host, port) for host, port in cluster_nodes]
+    return redis.asyncio.RedisCluster.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=connect_timeout,
+        startup_nodes=startup_nodes or None,
+    )
+
+
 def connection_options(client: Client) -> dict[str, Any]:
     """Return the options each of the client's connections is made with."""
     if isinstance(client, redis.asyncio.RedisCluster):
@@ -147,13 +181,16 @@ def _translate_errors(operation: str) -> Iterator[None]:
     """
     try:
         yield
-    except (
-        redis.exceptions.ConnectionError,
-        redis.exceptions.TimeoutError,
-        redis.exceptions.ClusterError,
-    ) as exc:
+    except UNREACHABLE_ERRORS as exc:
         raise BackendUnavailable(
             f"Redis {operation} failed: Redis is unreachable"
+        ) from exc
+    except redis.exceptions.ResponseError as exc:
+        if not str(exc).startswith(("MOVED", "ASK")):
+            raise
+        raise BackendUnavailable(
+            f"Redis {operation} failed: Redis is a Redis Cluster node "
+            "(it answered MOVED); set redis.cluster: true"
         ) from exc
 
 
@@ -232,6 +269,12 @@ class RedisBackend:
             )
         self._client = client
         self._cluster = isinstance(client, redis.asyncio.RedisCluster)
+        # redis-py 8.2 can send a two-word command such as XGROUP CREATE
+        # without its key ("No way to dispatch this command") when it runs
+        # while another task's first command reads the cluster's commands,
+        # so the first use of a cluster client initializes it alone.
+        self._initialized = not self._cluster
+        self._initializing = asyncio.Lock()
         if self._cluster and isinstance(hot_path, PipelinedRedis):
             raise ValueError(
                 "invalid hot path for Redis Cluster: use ClusterPipelinedRedis"
@@ -269,25 +312,30 @@ class RedisBackend:
         socket_timeout: float = 5.0,
         connect_timeout: float = 2.0,
         cluster: bool = False,
+        cluster_nodes: Sequence[tuple[str, int]] = (),
     ) -> RedisBackend:
         """Create a back end with its own connection pool (closed by ``close``).
 
         ``socket_timeout`` and ``connect_timeout`` are in seconds. Ledger reads
         block for at most ``socket_timeout`` minus half a second. With
         ``cluster``, ``url`` names one node of a Redis Cluster, from which the
-        clients learn the others.
+        clients learn the others, and ``cluster_nodes`` (host, port) pairs are
+        tried after it.
         """
         client: Client
         hot_path: PipelinedRedis | ClusterPipelinedRedis
         if cluster:
-            client = redis.asyncio.RedisCluster.from_url(
+            client = cluster_client(
                 url,
-                decode_responses=True,
+                cluster_nodes,
                 socket_timeout=socket_timeout,
-                socket_connect_timeout=connect_timeout,
+                connect_timeout=connect_timeout,
             )
             hot_path = ClusterPipelinedRedis.from_url(
-                url, connect_timeout=connect_timeout, command_timeout=socket_timeout
+                url,
+                cluster_nodes,
+                connect_timeout=connect_timeout,
+                command_timeout=socket_timeout,
             )
         else:
             client = redis.asyncio.Redis.from_url(
@@ -352,10 +400,18 @@ class RedisBackend:
             elif not items:
                 await self._append(record.to_fields())
             elif self._cluster:
-                # No transaction across slots: the record first, so a worker
-                # that dies before the script runs loses no record.
-                await self._append(record.to_fields())
-                await self._run_script(self._settle_script, keys, args)
+                # No transaction spans two nodes, so both go out at once. The
+                # script runs even when the append fails, so the request's
+                # leases and reservations are freed while the caller stores
+                # the record elsewhere.
+                results = await asyncio.gather(
+                    self._append(record.to_fields()),
+                    self._run_script(self._settle_script, keys, args),
+                    return_exceptions=True,
+                )
+                for result in results:
+                    if isinstance(result, BaseException):
+                        raise result
             else:
                 await self._append_and_run_script(
                     record.to_fields(), self._settle_script, keys, args
@@ -427,6 +483,7 @@ class RedisBackend:
         block forever).
         """
         with _translate_errors("ledger read"):
+            await self._initialize()
             await self._ensure_group()
             try:
                 return await self._read_ledger(consumer, count, block_ms)
@@ -447,6 +504,7 @@ class RedisBackend:
         if not entry_ids:
             return
         with _translate_errors("ledger ack"):
+            await self._initialize()
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.xack(self._stream, self._group, *entry_ids)
                 pipe.xdel(self._stream, *entry_ids)
@@ -454,6 +512,7 @@ class RedisBackend:
 
     async def prune_consumers(self, min_idle_ms: int) -> int:
         with _translate_errors("ledger consumer prune"):
+            await self._initialize()
             await self._ensure_group()
             consumers = await self._client.xinfo_consumers(self._stream, self._group)
             pruned = 0
@@ -474,6 +533,15 @@ class RedisBackend:
             await self._client.aclose()
             if self._hot_path is not None:
                 await self._hot_path.aclose()
+
+    async def _initialize(self) -> None:
+        if self._initialized:
+            return
+        async with self._initializing:
+            if not self._initialized:
+                assert isinstance(self._client, redis.asyncio.RedisCluster)
+                await self._client.initialize()
+                self._initialized = True
 
     async def _ensure_group(self) -> None:
         if self._group_ready:
