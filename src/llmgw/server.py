@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import socket
@@ -274,6 +275,11 @@ async def _start(config: Config, reuse_port: bool) -> web.AppRunner:
         raise StartupError(
             f"cannot listen on {address}: {exc.strerror or exc}"
         ) from exc
+    # The objects made during start-up (modules, token encodings, the
+    # config) live as long as the process. Freezing them keeps every later
+    # full garbage collection from scanning them again, which shortens its
+    # pause of the event loop.
+    gc.freeze()
     log.info("listening", address=site.name, config=config.source)
     return runner
 

@@ -9,6 +9,7 @@ node that dies.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 import uuid
@@ -443,10 +444,13 @@ async def test_cluster_nodes_used_when_url_node_down(
 async def test_standalone_config_on_cluster_node(
     shared: RedisClusterNodes, prefix: str
 ) -> None:
-    # cluster: false pointed at a cluster node names the setting to change.
+    # cluster: false pointed at a cluster node names the setting to change,
+    # at start-up and on each request if Redis became a cluster since.
     tenant = tenant_on_node(shared, 1, "misconfigured")
     backend = RedisBackend.from_url(_node_url(shared, 0), prefix=prefix)
     try:
+        with pytest.raises(ValueError, match=r"set redis\.cluster: true"):
+            await backend.prepare()
         with pytest.raises(BackendUnavailable, match=r"set redis\.cluster: true"):
             await backend.admit(tenant_items(tenant, 5), request_id="r1")
     finally:
@@ -454,9 +458,10 @@ async def test_standalone_config_on_cluster_node(
 
 
 async def test_failover_to_replica(tmp_path: Path, prefix: str) -> None:
-    # The primary of a tenant's slot dies and its replica takes over: the
-    # requests in between get BackendUnavailable, and once the replica is
-    # promoted the same clients admit again, on the state it replicated.
+    # The primary of a tenant's slot dies and its replica takes over. A
+    # settlement in between waits for the replica, requests meanwhile get
+    # BackendUnavailable, and once the replica is promoted the same clients
+    # admit again, on the state it replicated.
     cluster = start_cluster(tmp_path / "cluster", nodes=3, replicas=1)
     tenant = tenant_on_node(cluster, 0, "failover")
     backend = RedisBackend.from_url(
@@ -467,8 +472,10 @@ async def test_failover_to_replica(tmp_path: Path, prefix: str) -> None:
         socket_timeout=2.0,
     )
     items = tenant_items(tenant, 10)
+    lease = items[1]
+    assert isinstance(lease, Lease)
+    lease_key = concurrency_key(prefix, lease.limit)
     outcomes: list[bool] = []
-    unavailable = 0
     try:
         for number in range(4):
             outcomes.append(
@@ -478,16 +485,23 @@ async def test_failover_to_replica(tmp_path: Path, prefix: str) -> None:
             # The replica must hold the writes before its primary dies.
             primary.execute_command("WAIT", 1, 2000)
         cluster.kill(0)
+        # A settlement sent while the slot has no primary is sent again
+        # until the replica takes over, so it frees its lease.
+        with contextlib.suppress(BackendUnavailable):
+            await backend.settle(
+                settlement(items), record("before0", tenant), request_id="before0"
+            )
         deadline = time.monotonic() + 30
         while True:
             try:
                 admission = await backend.admit(items, request_id="after")
                 break
             except BackendUnavailable:
-                unavailable += 1
                 assert time.monotonic() < deadline, "no replica took over"
                 await asyncio.sleep(0.2)
         outcomes.append(admission.admitted)
+        assert isinstance(backend._hot_path, ClusterPipelinedRedis)
+        leases = await backend._hot_path.execute(["ZCARD", lease_key])
         rest = [
             (await backend.admit(items, request_id=f"rest{n}")).admitted
             for n in range(10)
@@ -497,7 +511,9 @@ async def test_failover_to_replica(tmp_path: Path, prefix: str) -> None:
         cluster.stop()
 
     assert outcomes == [True] * 5
-    assert unavailable > 0
+    # Four admitted before the kill, one of them settled after it, and one
+    # admitted after the failover.
+    assert leases == 4
     # The bucket of 10 came through the failover with its 5 taken.
     assert rest.count(True) == 5
 

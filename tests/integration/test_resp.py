@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio
 import redis.exceptions
 
-from llmgw.limits.resp import PipelinedRedis, encode_command
+from llmgw.limits.resp import NotExecuted, PipelinedRedis, encode_command
 from tests.integration.conftest import REDIS_URL
 
 pytestmark = pytest.mark.redis
@@ -136,6 +136,39 @@ async def test_dropped_connection_fails_waiting_callers() -> None:
         await client.aclose()
         server.close()
         await server.wait_closed()
+
+
+async def test_dropped_connection_tells_unsent_commands(
+    client: PipelinedRedis, redis_prefix: str
+) -> None:
+    # A command written before the drop may have run; one still waiting for
+    # its deferred write did not, and says so, so a caller may send it again.
+    blocking = ["BLPOP", f"{redis_prefix}empty", 0]
+    written = asyncio.ensure_future(client.execute(blocking))
+    await asyncio.sleep(0.05)
+    deferred = asyncio.ensure_future(client.execute(["PING"], urgent=False))
+    await asyncio.sleep(0)
+    connection = client._connection
+    assert connection is not None
+    connection.close()
+
+    with pytest.raises(redis.exceptions.ConnectionError) as sent_error:
+        await written
+    with pytest.raises(NotExecuted):
+        await deferred
+    assert not isinstance(sent_error.value, NotExecuted)
+
+
+async def test_unreachable_redis_is_not_executed() -> None:
+    listener = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    listener.close()
+    await listener.wait_closed()
+
+    client = PipelinedRedis(port=port, connect_timeout=1.0)
+    with pytest.raises(NotExecuted):
+        await client.execute(["PING"])
+    await client.aclose()
 
 
 async def test_group_is_sent_back_to_back(

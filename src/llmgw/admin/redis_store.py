@@ -45,6 +45,7 @@ cluster delivers to subscribers on every node.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -74,6 +75,8 @@ from llmgw.limits.redis import (
     Client,
     cluster_client,
     connection_options,
+    node_url,
+    url_address,
 )
 
 log = structlog.get_logger("llmgw.admin.store")
@@ -148,7 +151,9 @@ def _translate_errors(operation: str) -> Iterator[None]:
             f"Redis admin store {operation} failed: Redis is unreachable"
         ) from exc
     except redis.exceptions.ResponseError as exc:
-        if not str(exc).startswith(("MOVED", "ASK")):
+        # redis-py's MovedError drops the word MOVED from its message.
+        moved = isinstance(exc, redis.exceptions.AskError)
+        if not moved and not str(exc).startswith(("MOVED", "ASK")):
             raise
         raise BackendUnavailable(
             f"Redis admin store {operation} failed: Redis is a Redis Cluster node "
@@ -231,15 +236,25 @@ class RedisStore:
             )
         feed_client = None
         if cluster:
-            # redis-py subscribes at the node its slot map names for the
-            # channel and does not read the map again after that node fails,
-            # so each new subscription gets a client with a fresh map.
+            # A cluster delivers a channel's messages to subscribers on every
+            # node. redis-py's cluster client would keep subscribing at a
+            # node that failed, and reads the cluster's whole command table
+            # first, so each subscription uses a plain client on the next
+            # node the cluster client knows.
+            assert isinstance(client, redis.asyncio.RedisCluster)
+            known = client
+            seeds = [url_address(url), *cluster_nodes]
+            attempts = itertools.count()
+
             def feed_client() -> Client:
-                return cluster_client(
-                    url,
-                    cluster_nodes,
+                nodes = [(node.host, int(node.port)) for node in known.get_nodes()]
+                nodes = nodes or seeds
+                host, port = nodes[next(attempts) % len(nodes)]
+                return redis.asyncio.Redis.from_url(
+                    node_url(url, host, port),
+                    decode_responses=True,
                     socket_timeout=socket_timeout,
-                    connect_timeout=connect_timeout,
+                    socket_connect_timeout=connect_timeout,
                 )
 
         return cls(

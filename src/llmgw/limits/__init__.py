@@ -48,15 +48,22 @@ async def open_backend(config: Config) -> Backend:
     """Create the back end the configuration names.
 
     Without a ``redis`` section this is the in-process ``MemoryBackend``,
-    which limits one process only. It does not ping Redis, so a gateway can
-    start while Redis is down and report it through ``Backend.ping``.
+    which limits one process only. A gateway starts while Redis is down and
+    reports it through ``Backend.ping``. Raises ValueError when Redis is a
+    cluster node but ``redis.cluster`` is off.
     """
     if config.redis is None:
         return MemoryBackend()
-    return RedisBackend.from_url(
+    backend = RedisBackend.from_url(
         config.redis.url,
         prefix=config.redis.key_prefix,
         claim_idle_ms=round(config.ledger.claim_idle_seconds * 1000),
         cluster=config.redis.cluster,
         cluster_nodes=config.redis.cluster_addresses,
     )
+    try:
+        await backend.prepare()
+    except BaseException:
+        await backend.close()
+        raise
+    return backend

@@ -36,7 +36,7 @@ import structlog
 from redis.connection import parse_url
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
-from llmgw.limits.resp import Arg, PipelinedRedis, Script
+from llmgw.limits.resp import Arg, NotExecuted, PipelinedRedis, Script
 
 log = structlog.get_logger()
 
@@ -186,9 +186,7 @@ class ClusterPipelinedRedis:
                 redirect = _redirect(exc)
                 if redirect is None:
                     if message.startswith(("CLUSTERDOWN", "TRYAGAIN")):
-                        raise redis.exceptions.ConnectionError(
-                            f"Redis Cluster cannot serve: {exc}"
-                        ) from exc
+                        raise NotExecuted(f"Redis Cluster cannot serve: {exc}") from exc
                     raise
                 redirects += 1
                 kind, moved_slot, address = redirect
@@ -202,15 +200,18 @@ class ClusterPipelinedRedis:
             f"Redis Cluster redirected a command more than {MAX_REDIRECTS} times"
         )
 
+    async def prepare(self) -> None:
+        """Read the slot map now, unless it is read already."""
+        if not self._slots:
+            await asyncio.shield(self._start_refresh())
+
     async def _node_for(self, slot: int | None) -> PipelinedRedis:
         if not self._slots:
             # Concurrent first commands share one read of the map.
             await asyncio.shield(self._start_refresh())
         address = self._slots[slot if slot is not None else 0]
         if address is None:
-            raise redis.exceptions.ConnectionError(
-                f"Redis Cluster has no node serving slot {slot}"
-            )
+            raise NotExecuted(f"Redis Cluster has no node serving slot {slot}")
         return self._node(address)
 
     def _node(self, address: str) -> PipelinedRedis:
@@ -240,20 +241,35 @@ class ClusterPipelinedRedis:
         self._start_refresh()
 
     async def _refresh(self) -> None:
-        """Read the slot map from the first node that answers."""
+        """Read the slot map from the first node that answers.
+
+        Every known node is asked at once, so a node that hangs delays
+        nothing while another answers.
+        """
         candidates = list(dict.fromkeys([*self._seeds, *self._nodes]))
-        error: Exception | None = None
-        for address in candidates:
-            try:
-                reply = await self._node(address).execute(["CLUSTER", "SLOTS"])
-            except redis.exceptions.RedisError as exc:
-                error = exc
-                continue
-            self._slots = _slot_map(reply, default_host=_split_address(address)[0])
-            return
-        raise redis.exceptions.ConnectionError(
-            f"no Redis Cluster node answered CLUSTER SLOTS: {error}"
-        )
+        asked = {
+            asyncio.ensure_future(
+                self._node(address).execute(["CLUSTER", "SLOTS"])
+            ): address
+            for address in candidates
+        }
+        error: BaseException | None = None
+        pending = set(asked)
+        try:
+            while pending:
+                done, pending = await asyncio.wait(
+                    pending, return_when=asyncio.FIRST_COMPLETED
+                )
+                for future in done:
+                    error = future.exception()
+                    if error is None:
+                        host = _split_address(asked[future])[0]
+                        self._slots = _slot_map(future.result(), default_host=host)
+                        return
+        finally:
+            for future in pending:
+                future.cancel()
+        raise NotExecuted(f"no Redis Cluster node answered CLUSTER SLOTS: {error}")
 
     async def aclose(self) -> None:
         if self._refreshing is not None:

@@ -46,9 +46,10 @@ happen or neither does. On Redis Cluster (``cluster=True``) the two live on
 different nodes and cannot share a transaction, so both are sent at once and
 each may fail alone. A failed XADD raises ``BackendUnavailable`` after the
 script has freed the request's leases and reservations, and the caller
-stores the record in the sink directly. A failed script leaves them until
-their deadlines and its unused bucket tokens are not returned, which errs
-towards limiting.
+stores the record in the sink directly. A script that Redis did not run, as
+during a failover, is sent again for up to ``SETTLE_RETRY_SECONDS``. One
+that may have run before its connection dropped is not, and its leases and
+reservations stay until their deadlines, which errs towards limiting.
 
 On Redis Cluster the whole ledger stream lives in one slot, so one node
 takes every request's XADD and every drain read; each tenant's limits live
@@ -63,6 +64,7 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis.asyncio
 import redis.exceptions
@@ -92,11 +94,18 @@ from llmgw.limits.buckets import (
     validate_settle_items,
 )
 from llmgw.limits.cluster import ClusterPipelinedRedis
-from llmgw.limits.resp import PipelinedRedis, Script
+from llmgw.limits.resp import NotExecuted, PipelinedRedis, Script
 
 log = structlog.get_logger()
 
 DEFAULT_GROUP = "llmgw-ledger"
+
+# How long a settlement on Redis Cluster is sent again while the cluster
+# refuses it (CLUSTERDOWN) or its node cannot be reached, as during a
+# failover, and how long it waits between tries. The default
+# cluster-node-timeout is 15 s, after which a replica is promoted.
+SETTLE_RETRY_SECONDS = 30.0
+SETTLE_RETRY_INTERVAL_SECONDS = 0.25
 
 Client = redis.asyncio.Redis | redis.asyncio.RedisCluster
 
@@ -166,6 +175,20 @@ def cluster_client(
     )
 
 
+def url_address(url: str) -> tuple[str, int]:
+    """Return the host and port a ``redis://`` or ``rediss://`` URL names."""
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 6379
+
+
+def node_url(url: str, host: str, port: int) -> str:
+    """Return ``url`` with another host and port, its scheme and user kept."""
+    parts = urlsplit(url)
+    user, at, _ = parts.netloc.rpartition("@")
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"{parts.scheme}://{user}{at}{address}/0"
+
+
 def connection_options(client: Client) -> dict[str, Any]:
     """Return the options each of the client's connections is made with."""
     if isinstance(client, redis.asyncio.RedisCluster):
@@ -186,7 +209,9 @@ def _translate_errors(operation: str) -> Iterator[None]:
             f"Redis {operation} failed: Redis is unreachable"
         ) from exc
     except redis.exceptions.ResponseError as exc:
-        if not str(exc).startswith(("MOVED", "ASK")):
+        # redis-py's MovedError drops the word MOVED from its message.
+        moved = isinstance(exc, redis.exceptions.AskError)
+        if not moved and not str(exc).startswith(("MOVED", "ASK")):
             raise
         raise BackendUnavailable(
             f"Redis {operation} failed: Redis is a Redis Cluster node "
@@ -406,7 +431,7 @@ class RedisBackend:
                 # the record elsewhere.
                 results = await asyncio.gather(
                     self._append(record.to_fields()),
-                    self._run_script(self._settle_script, keys, args),
+                    self._settle_patiently(keys, args),
                     return_exceptions=True,
                 )
                 for result in results:
@@ -416,6 +441,68 @@ class RedisBackend:
                 await self._append_and_run_script(
                     record.to_fields(), self._settle_script, keys, args
                 )
+
+    async def _settle_patiently(self, keys: list[str], args: list[EncodableT]) -> None:
+        """Run the settlement script, again while Redis Cluster cannot run it.
+
+        A failover makes every node refuse commands for a moment, and makes
+        the failed node's slots unreachable until a replica takes over. A
+        settlement that gave up then would hold its leases and reservations
+        until their deadlines, so it is sent again while Redis reports it
+        did not run, for up to ``SETTLE_RETRY_SECONDS``. No response waits
+        for it.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SETTLE_RETRY_SECONDS
+        script = self._settle_script
+        while True:
+            try:
+                if isinstance(script, Script):
+                    # Not urgent, as on one server: no response waits for it,
+                    # and a connection that Redis closed meanwhile is noticed
+                    # before the script is written, so the script is known
+                    # not to have run and is sent again.
+                    await script(keys=keys, args=args, urgent=False)
+                else:
+                    await script(keys=keys, args=args)
+                return
+            except NotExecuted:
+                if loop.time() >= deadline:
+                    raise
+            await asyncio.sleep(SETTLE_RETRY_INTERVAL_SECONDS)
+
+    async def prepare(self) -> None:
+        """Check the mode and read a cluster's layout before the first request.
+
+        Raises ValueError when ``cluster`` is off but Redis is a cluster
+        node, whose MOVED replies would fail most requests. Redis being
+        unreachable is logged, not raised, so a gateway starts while Redis is
+        down.
+        """
+        if not self._cluster:
+            await self._check_not_cluster()
+            return
+        try:
+            with _translate_errors("start-up"):
+                await self._initialize()
+                if isinstance(self._hot_path, ClusterPipelinedRedis):
+                    await self._hot_path.prepare()
+        except BackendUnavailable as exc:
+            log.warning("redis_cluster_unreachable", error=exc.message)
+
+    async def _check_not_cluster(self) -> None:
+        try:
+            with _translate_errors("start-up check"):
+                info = await self._client.info("cluster")
+        except BackendUnavailable as exc:
+            log.warning("redis_unreachable", error=exc.message)
+            return
+        except redis.exceptions.ResponseError:
+            return  # INFO is not allowed for this user: nothing to check
+        if str(info.get("cluster_enabled", "0")) == "1":
+            raise ValueError(
+                "Redis at redis.url is a Redis Cluster node: set redis.cluster: true"
+            )
 
     async def append_record(self, record: UsageRecord) -> None:
         with _translate_errors("ledger append"):

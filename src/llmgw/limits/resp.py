@@ -43,6 +43,13 @@ Arg = object
 DEFERRED_FLUSH_SECONDS = 0.002
 
 
+class NotExecuted(redis.exceptions.ConnectionError):
+    """Redis did not run the command: it was never sent, or a cluster refused it.
+
+    Unlike other connection errors, such a command is safe to send again.
+    """
+
+
 def encode_command(args: Sequence[Arg]) -> bytes:
     """Encode one command as a RESP array of bulk strings."""
     parts = [b"*%d\r\n" % len(args)]
@@ -104,11 +111,18 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        error = redis.exceptions.ConnectionError(
-            "Redis closed the connection" + (f": {exc}" if exc else "")
-        )
+        reason = "Redis closed the connection" + (f": {exc}" if exc else "")
+        # The last commands queued were never written, so Redis did not run
+        # them; the others may have run before the connection dropped.
+        unsent = len(self._outgoing)
+        self._outgoing.clear()
         while self._waiting:
             future = self._waiting.popleft()
+            error: redis.exceptions.ConnectionError
+            if len(self._waiting) < unsent:
+                error = NotExecuted(f"{reason}, before the command was sent")
+            else:
+                error = redis.exceptions.ConnectionError(reason)
             if not future.done():
                 future.set_exception(error)
 
@@ -157,17 +171,19 @@ class Script:
         self.script = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
-    async def __call__(self, keys: Sequence[str] = (), args: Sequence[Arg] = ()) -> Any:
+    async def __call__(
+        self, keys: Sequence[str] = (), args: Sequence[Arg] = (), urgent: bool = True
+    ) -> Any:
         command = ["EVALSHA", self.sha, len(keys), *keys, *args]
         try:
-            return await self._client.execute(command)
+            return await self._client.execute(command, urgent=urgent)
         except redis.exceptions.ResponseError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
         # Redis restarted or ran SCRIPT FLUSH: EVAL sends the source and
         # caches it again under the same SHA.
         return await self._client.execute(
-            ["EVAL", self.script, len(keys), *keys, *args]
+            ["EVAL", self.script, len(keys), *keys, *args], urgent=urgent
         )
 
 
@@ -289,12 +305,12 @@ class PipelinedRedis:
                     connection.close()
                     raise
         except TimeoutError:
-            raise redis.exceptions.ConnectionError(
+            raise NotExecuted(
                 f"Redis at {self._address} did not accept a connection within "
                 f"{self._connect_timeout:g} s"
             ) from None
         except OSError as exc:
-            raise redis.exceptions.ConnectionError(
+            raise NotExecuted(
                 f"Redis at {self._address} is unreachable: {exc.strerror or exc}"
             ) from exc
         self._connection = connection
