@@ -240,7 +240,7 @@ class RedisStore:
             # node. redis-py's cluster client would keep subscribing at a
             # node that failed, and reads the cluster's whole command table
             # first, so each subscription uses a plain client on the next
-            # node the cluster client knows.
+            # node in the cluster client's node list.
             assert isinstance(client, redis.asyncio.RedisCluster)
             known = client
             seeds = [url_address(url), *cluster_nodes]

@@ -97,8 +97,8 @@ class ClusterPipelinedRedis:
 
     It raises what ``PipelinedRedis`` raises.
 
-    ``seeds`` are the ``host:port`` addresses tried for the slot map until
-    one answers; nodes learnt from the map are tried after them.
+    ``seeds`` are the ``host:port`` addresses asked for the slot map,
+    together with the nodes learnt from the map.
     """
 
     def __init__(
@@ -241,10 +241,10 @@ class ClusterPipelinedRedis:
         self._start_refresh()
 
     async def _refresh(self) -> None:
-        """Read the slot map from the first node that answers.
+        """Read the slot map from the first node that replies.
 
         Every known node is asked at once, so a node that hangs delays
-        nothing while another answers.
+        nothing while another replies.
         """
         candidates = list(dict.fromkeys([*self._seeds, *self._nodes]))
         asked = {
@@ -269,7 +269,7 @@ class ClusterPipelinedRedis:
         finally:
             for future in pending:
                 future.cancel()
-        raise NotExecuted(f"no Redis Cluster node answered CLUSTER SLOTS: {error}")
+        raise NotExecuted(f"no Redis Cluster node replied to CLUSTER SLOTS: {error}")
 
     async def aclose(self) -> None:
         if self._refreshing is not None:
@@ -284,7 +284,7 @@ class ClusterPipelinedRedis:
 def _slot_map(reply: list[Any], *, default_host: str) -> list[str | None]:
     """Turn a ``CLUSTER SLOTS`` reply into the primary's address for each slot.
 
-    A node reported with an empty host is the node that answered.
+    A node reported with an empty host is the node that sent the reply.
     """
     slots: list[str | None] = [None] * REDIS_CLUSTER_HASH_SLOTS
     for entry in reply:
