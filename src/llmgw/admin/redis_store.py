@@ -73,8 +73,8 @@ from llmgw.errors import BackendUnavailable
 from llmgw.limits.redis import (
     UNREACHABLE_ERRORS,
     Client,
-    cluster_client,
     connection_options,
+    control_client,
     node_url,
     url_address,
 )
@@ -219,21 +219,13 @@ class RedisStore:
 
         ``cluster`` and ``cluster_nodes`` are as for ``RedisBackend.from_url``.
         """
-        client: Client
-        if cluster:
-            client = cluster_client(
-                url,
-                cluster_nodes,
-                socket_timeout=socket_timeout,
-                connect_timeout=connect_timeout,
-            )
-        else:
-            client = redis.asyncio.Redis.from_url(
-                url,
-                decode_responses=True,
-                socket_timeout=socket_timeout,
-                socket_connect_timeout=connect_timeout,
-            )
+        client = control_client(
+            url,
+            cluster=cluster,
+            cluster_nodes=cluster_nodes,
+            socket_timeout=socket_timeout,
+            connect_timeout=connect_timeout,
+        )
         feed_client = None
         if cluster:
             # A cluster delivers a channel's messages to subscribers on every
@@ -250,11 +242,11 @@ class RedisStore:
                 nodes = [(node.host, int(node.port)) for node in known.get_nodes()]
                 nodes = nodes or seeds
                 host, port = nodes[next(attempts) % len(nodes)]
-                return redis.asyncio.Redis.from_url(
+                return control_client(
                     node_url(url, host, port),
-                    decode_responses=True,
+                    cluster=False,
                     socket_timeout=socket_timeout,
-                    socket_connect_timeout=connect_timeout,
+                    connect_timeout=connect_timeout,
                 )
 
         return cls(

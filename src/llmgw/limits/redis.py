@@ -157,14 +157,26 @@ UNREACHABLE_ERRORS = (
 )
 
 
-def cluster_client(
+def control_client(
     url: str,
-    cluster_nodes: Sequence[tuple[str, int]] = (),
     *,
+    cluster: bool,
+    cluster_nodes: Sequence[tuple[str, int]] = (),
     socket_timeout: float,
     connect_timeout: float,
-) -> redis.asyncio.RedisCluster:
-    """Create a redis-py cluster client seeded with ``url`` and ``cluster_nodes``."""
+) -> Client:
+    """Create a redis-py client that decodes replies to str.
+
+    With ``cluster`` it is a cluster client seeded with the node of ``url``
+    and ``cluster_nodes``.
+    """
+    if not cluster:
+        return redis.asyncio.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=connect_timeout,
+        )
     startup_nodes = [ClusterNode(host, port) for host, port in cluster_nodes]
     return redis.asyncio.RedisCluster.from_url(
         url,
@@ -347,15 +359,15 @@ class RedisBackend:
         clients learn the others, and ``cluster_nodes`` (host, port) pairs are
         tried after it.
         """
-        client: Client
+        client = control_client(
+            url,
+            cluster=cluster,
+            cluster_nodes=cluster_nodes,
+            socket_timeout=socket_timeout,
+            connect_timeout=connect_timeout,
+        )
         hot_path: PipelinedRedis | ClusterPipelinedRedis
         if cluster:
-            client = cluster_client(
-                url,
-                cluster_nodes,
-                socket_timeout=socket_timeout,
-                connect_timeout=connect_timeout,
-            )
             hot_path = ClusterPipelinedRedis.from_url(
                 url,
                 cluster_nodes,
@@ -363,12 +375,6 @@ class RedisBackend:
                 command_timeout=socket_timeout,
             )
         else:
-            client = redis.asyncio.Redis.from_url(
-                url,
-                decode_responses=True,
-                socket_timeout=socket_timeout,
-                socket_connect_timeout=connect_timeout,
-            )
             hot_path = PipelinedRedis.from_url(
                 url, connect_timeout=connect_timeout, command_timeout=socket_timeout
             )
