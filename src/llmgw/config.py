@@ -91,8 +91,8 @@ class RedisConfig:
     # Whether url names one node of a Redis Cluster, from which the gateway
     # learns the others.
     cluster: bool = False
-    # More "host:port" nodes of the cluster, tried in turn when the node of
-    # url does not answer, as at start-up while it is down.
+    # More "host:port" nodes of the cluster, asked for its layout beside the
+    # node of url, so the gateway finds the cluster while that node is down.
     cluster_nodes: tuple[str, ...] = ()
 
     @property

@@ -207,7 +207,7 @@ def _wait_until_ready(
 def _node_ready(
     cluster: RedisClusterNodes, index: int, primaries: int, replicas: int
 ) -> bool:
-    """Return whether a node is ok and sees every primary with its replicas."""
+    """Return whether a node is ok and lists every primary with its replicas."""
     with cluster.client(index) as client:
         info = client.execute_command("CLUSTER INFO")
         ranges = client.execute_command("CLUSTER SLOTS")

@@ -190,7 +190,7 @@ def migrate_slot(
             src.execute_command(
                 "MIGRATE", "127.0.0.1", cluster.ports[target], key, 0, 5000
             )
-    # The target first, as the cluster specification says: a source that
+    # The target first, as the cluster specification requires: a source that
     # already points at a target still importing would bounce clients
     # between the two.
     others = [i for i in range(len(cluster.ports)) if i not in (source, target)]
@@ -204,7 +204,7 @@ async def test_limits_hold_while_slot_migrates(
 ) -> None:
     # A tenant's slot moves to another node, key by key, while two workers
     # keep admitting: the clients follow ASK, TRYAGAIN and MOVED, and the
-    # limit holds exactly across the move.
+    # limit stays exact across the move.
     limit = 40
     tenant = tenant_on_node(own_cluster, 0, "moving")
     slot = tag_slot(tenant)
@@ -249,7 +249,7 @@ async def test_limits_hold_while_slot_migrates(
 async def test_new_keys_during_migration(
     own_cluster: RedisClusterNodes, prefix: str
 ) -> None:
-    # While a slot migrates, the source node answers ASK for keys it lacks.
+    # While a slot migrates, the source node replies ASK for keys it lacks.
     # A script on one new key then runs on the target after ASKING. A script
     # on several new keys gets TRYAGAIN from the target until the slot is
     # handed over, and the client retries until then.
@@ -307,7 +307,7 @@ async def test_dead_node_fails_fast(
         started = time.monotonic()
         with pytest.raises(BackendUnavailable):
             await backend.admit(tenant_items(doomed, 5), request_id="b")
-        refused_after = time.monotonic() - started
+        unavailable_after = time.monotonic() - started
 
         # Once the others mark it failed, the cluster refuses every slot
         # (CLUSTERDOWN), which the back end reports as unavailable too.
@@ -323,7 +323,7 @@ async def test_dead_node_fails_fast(
     finally:
         await backend.close()
 
-    assert refused_after < 2.0
+    assert unavailable_after < 2.0
     assert down_after < 2.0
 
 
@@ -410,7 +410,7 @@ def _node_url(cluster: RedisClusterNodes, index: int) -> str:
 async def test_cluster_nodes_used_when_url_node_down(
     shared: RedisClusterNodes, prefix: str
 ) -> None:
-    # The configured node does not answer (nothing listens on its port), so
+    # The configured node does not reply (nothing listens on its port), so
     # every client finds the cluster through the other nodes.
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

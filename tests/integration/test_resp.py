@@ -141,8 +141,9 @@ async def test_dropped_connection_fails_waiting_callers() -> None:
 async def test_dropped_connection_tells_unsent_commands(
     client: PipelinedRedis, redis_prefix: str
 ) -> None:
-    # A command written before the drop may have run; one still waiting for
-    # its deferred write did not, and says so, so a caller may send it again.
+    # A command written before the drop may have run. One still waiting for
+    # its deferred write did not run, and its error tells so, because a
+    # caller may then send it again.
     blocking = ["BLPOP", f"{redis_prefix}empty", 0]
     written = asyncio.ensure_future(client.execute(blocking))
     await asyncio.sleep(0.05)

@@ -247,14 +247,14 @@ class ClusterPipelinedRedis:
         nothing while another replies.
         """
         candidates = list(dict.fromkeys([*self._seeds, *self._nodes]))
-        asked = {
+        addresses = {
             asyncio.ensure_future(
                 self._node(address).execute(["CLUSTER", "SLOTS"])
             ): address
             for address in candidates
         }
         error: BaseException | None = None
-        pending = set(asked)
+        pending = set(addresses)
         try:
             while pending:
                 done, pending = await asyncio.wait(
@@ -263,7 +263,7 @@ class ClusterPipelinedRedis:
                 for future in done:
                     error = future.exception()
                     if error is None:
-                        host = _split_address(asked[future])[0]
+                        host = _split_address(addresses[future])[0]
                         self._slots = _slot_map(future.result(), default_host=host)
                         return
         finally:

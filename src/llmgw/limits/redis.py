@@ -52,7 +52,7 @@ that may have run before its connection dropped is not, and its leases and
 reservations stay until their deadlines, which errs towards limiting.
 
 On Redis Cluster the whole ledger stream lives in one slot, so one node
-takes every request's XADD and every drain read; each tenant's limits live
+takes every request's XADD and every drain read. Each tenant's limits live
 on the node of its own slot.
 """
 
@@ -146,8 +146,8 @@ def _load_script(name: str) -> str:
 
 
 # Errors that mean Redis, or the part of a Redis Cluster that serves a key,
-# cannot be reached: redis-py raises the last two when no cluster node
-# answers or none serves a slot.
+# cannot be reached. redis-py raises the last two when no cluster node
+# replies or none serves a slot.
 UNREACHABLE_ERRORS = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
