@@ -342,9 +342,9 @@ def test_supervisor_replaces_killed_worker(tmp_path: Path, redis_prefix: str) ->
             stderr=subprocess.STDOUT,
         )
         try:
-            # NOTE: in one full CI run the two workers had not both logged
-            # "listening" after 20 s; the cause is not known, hence 60 s and
-            # the log in the failure message.
+            # Two CI runs failed here because the second worker could not
+            # open the new SQLite ledger ("database is locked"). The log
+            # stays in the failure message.
             wait_for(lambda: len(log_events(stdout, "listening")) == 2, 60, stdout)
             # Past the supervisor's start-up window, so a death is a crash to
             # recover from, not a failed start.

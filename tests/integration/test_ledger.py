@@ -8,6 +8,7 @@ import io
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, cast
 
 import orjson
@@ -208,6 +209,21 @@ async def test_open_twice_keeps_records(sink_url: str, ledger_table: str) -> Non
         await second.close()
 
     assert [record.request_id for record in records] == ["r1"]
+
+
+async def test_concurrent_opens_of_new_file(tmp_path: Path) -> None:
+    # As the workers of --workers N do: each opens the same new file.
+    for round_number in range(5):
+        url = f"sqlite:///{tmp_path}/ledger-{round_number}.db"
+        sinks = [open_sink(url) for _ in range(8)]
+        try:
+            await asyncio.gather(*(sink.open() for sink in sinks))
+            await sinks[0].write([make_record("r1")])
+            stored = await sinks[7].fetch("r1")
+        finally:
+            for sink in sinks:
+                await sink.close()
+        assert stored is not None
 
 
 async def test_two_writers_share_one_store(sink_url: str, ledger_table: str) -> None:

@@ -92,10 +92,13 @@ class SQLiteSink:
             try:
                 # The busy timeout first, so the WAL switch itself waits for
                 # another process that is opening the same file.
-                await conn.execute(
+                # Both PRAGMAs return a row. An unread row keeps the
+                # statement open, and with it a read lock on the file that
+                # blocked the WAL switch of every other process opening it.
+                await conn.execute_fetchall(
                     f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}"
                 )
-                await conn.execute("PRAGMA journal_mode = WAL")
+                await conn.execute_fetchall("PRAGMA journal_mode = WAL")
                 await conn.execute(_create_table_sql(self._table))
                 await _add_missing_columns(conn, self._table)
                 await conn.execute(
